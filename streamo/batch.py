@@ -1,0 +1,158 @@
+"""Converting and validating whole files: parallel, streaming, with a rejects report.
+
+Every input sample ends up converted or in the rejects report with its reasons; the
+report also lists samples converted with warnings. Work is shipped to worker processes
+in chunks of unparsed lines and comes back already serialised, so the main process
+only reads and writes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import orjson
+from tqdm import tqdm
+
+from .annotation import Problem
+from .convert import ConvertOptions, convert_sample
+from .jsonfiles import InvalidRecord, RecordWriter, atomic_write, encode_record, iter_records, parse_record
+from .video.probe import cached_duration
+
+CHUNK_SIZE = 256
+MAX_PRINTED_PROBLEMS = 20
+
+
+@dataclass
+class SampleResult:
+    index: int
+    encoded: bytes | None
+    problems: list[Problem]
+    video_name: Any = None
+    rejected: bool = False
+
+
+@dataclass
+class Summary:
+    total: int = 0
+    converted: int = 0
+    rejected: int = 0
+    with_warnings: int = 0
+
+    def line(self) -> str:
+        return (
+            f"{self.total} samples: {self.converted} converted "
+            f"({self.with_warnings} with warnings), {self.rejected} rejected"
+        )
+
+
+def _convert_chunk(args: tuple[list[tuple[int, Any]], ConvertOptions, str | None]) -> list[SampleResult]:
+    chunk, options, fmt = args
+    results = []
+    for index, item in chunk:
+        try:
+            data = parse_record(item)
+        except InvalidRecord as exc:
+            results.append(SampleResult(index, None, [Problem("error", "sample", str(exc))], rejected=True))
+            continue
+        outcome = convert_sample(data, options, cached_duration)
+        encoded = encode_record(outcome.sample, fmt) if (fmt and outcome.sample is not None) else None
+        name = data.get("video_name", data.get("video_path")) if isinstance(data, dict) else None
+        results.append(SampleResult(index, encoded, outcome.problems, name, outcome.rejected))
+    return results
+
+
+def _chunks(records: Iterable[Any], size: int) -> Iterator[list[tuple[int, Any]]]:
+    numbered = enumerate(records)
+    while chunk := list(itertools.islice(numbered, size)):
+        yield chunk
+
+
+def _results(
+    input_path: Path, options: ConvertOptions, fmt: str | None, workers: int
+) -> Iterator[SampleResult]:
+    tasks = ((chunk, options, fmt) for chunk in _chunks(iter_records(input_path, lazy=True), CHUNK_SIZE))
+    head = list(itertools.islice(tasks, 2))
+    if workers <= 1 or len(head) < 2:  # a pool costs more than it saves on one chunk
+        for task in itertools.chain(head, tasks):
+            yield from _convert_chunk(task)
+        return
+    tasks = itertools.chain(head, tasks)
+    context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+    with context.Pool(workers) as pool:
+        for results in pool.imap(_convert_chunk, tasks, chunksize=1):
+            yield from results
+
+
+def default_rejects_path(output: str | os.PathLike[str]) -> Path:
+    output = Path(output)
+    stem = output.name.removesuffix(".jsonl").removesuffix(".json")
+    return output.with_name(f"{stem}.rejects.jsonl")
+
+
+def process_file(
+    input_path: str | os.PathLike[str],
+    options: ConvertOptions,
+    output: str | os.PathLike[str] | None,
+    rejects: str | os.PathLike[str] | None,
+    workers: int = 1,
+    progress: bool | None = None,
+    log=sys.stderr,
+) -> Summary:
+    """Convert (``output`` given) or only validate (``output`` None) one raw file.
+
+    Problems are printed as ``FILE: sample N: FIELD: message`` (the first few) and all of
+    them go to the ``rejects`` JSONL report when a path is given.
+    """
+    input_path = Path(input_path)
+    summary = Summary()
+    printed = 0
+    writer = RecordWriter(output) if output is not None else None
+    report_context = atomic_write(rejects, "wb") if rejects is not None else None
+    report = report_context.__enter__() if report_context else None
+    ok = False
+    try:
+        if writer:
+            writer.__enter__()
+        bar = tqdm(unit=" samples", disable=progress is False or (progress is None and not log.isatty()), file=log)
+        for result in _results(input_path, options, writer.format if writer else None, workers):
+            summary.total += 1
+            bar.update()
+            if result.rejected:
+                summary.rejected += 1
+            else:
+                summary.converted += 1
+                if result.problems:
+                    summary.with_warnings += 1
+                if writer and result.encoded is not None:
+                    writer.write_encoded(result.encoded)
+            if result.problems:
+                for problem in result.problems:
+                    if printed < MAX_PRINTED_PROBLEMS:
+                        print(f"{problem.severity}: {problem.describe(str(input_path), result.index)}", file=log)
+                    printed += 1
+                if report is not None:
+                    entry = {
+                        "index": result.index,
+                        "video_name": result.video_name,
+                        "status": "rejected" if result.rejected else "converted_with_warnings",
+                        "problems": [p.as_dict() for p in result.problems],
+                    }
+                    report.write(orjson.dumps(entry) + b"\n")
+        bar.close()
+        ok = True
+    finally:
+        exc_info = (None, None, None) if ok else sys.exc_info()
+        if writer:
+            writer.__exit__(*exc_info)
+        if report_context:
+            report_context.__exit__(*exc_info)
+    if printed > MAX_PRINTED_PROBLEMS:
+        where = f"; all in {rejects}" if rejects else ""
+        print(f"... {printed - MAX_PRINTED_PROBLEMS} more problems not shown{where}", file=log)
+    return summary

@@ -1,0 +1,178 @@
+"""The ``streamo`` command line.
+
+Each sub-command lives in its own small function; ``scripts/convert_streaming_video.py``
+exposes the data sub-commands under the names the original project used (``to-stream``).
+Exit status: 0 on success, 2 for unusable arguments or unreadable input, 1 when
+``--strict`` is given and samples were rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .protocol import DEFAULT_SYSTEM_PROMPT
+
+
+class UsageError(Exception):
+    """Arguments or inputs that make the command unusable (exit status 2)."""
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def _add_raw_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, type=_existing_file, help="raw annotations: JSON list, JSON object or JSONL")
+    parser.add_argument("--video-prefix", help="directory prepended to each sample's video_path")
+    parser.add_argument("--fps", type=_positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
+    parser.add_argument(
+        "--no-initial-question",
+        action="store_true",
+        help="do not repeat the first question at turn 0 when no question is asked there",
+    )
+    parser.add_argument("--rejects", type=Path, help="JSONL report of every sample with a problem (default: next to the output)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: all CPUs)")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 if any sample is rejected")
+
+
+def _convert_options(args: argparse.Namespace):
+    from .convert import ConvertOptions
+
+    if getattr(args, "system_prompt_file", None):
+        system_prompt = Path(args.system_prompt_file).read_text(encoding="utf-8")
+    elif getattr(args, "system_prompt", None) is not None:
+        system_prompt = args.system_prompt
+    else:
+        system_prompt = DEFAULT_SYSTEM_PROMPT
+    return ConvertOptions(
+        fps=args.fps,
+        system_prompt=system_prompt,
+        video_prefix=args.video_prefix,
+        initial_question=not args.no_initial_question,
+    )
+
+
+def _run_process(args: argparse.Namespace, output: Path | None) -> int:
+    from .batch import default_rejects_path, process_file
+    from .jsonfiles import InvalidRecord
+
+    rejects = args.rejects or (default_rejects_path(output) if output else None)
+    try:
+        summary = process_file(args.input, _convert_options(args), output, rejects, workers=max(args.workers, 1))
+    except InvalidRecord as exc:
+        raise UsageError(str(exc)) from None
+    where = f" -> {output}" if output else ""
+    report = f"; report: {rejects}" if rejects and (summary.rejected or summary.with_warnings) else ""
+    print(f"{args.input}{where}: {summary.line()}{report}", file=sys.stderr)
+    return 1 if args.strict and summary.rejected else 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    if args.output.resolve() == args.input.resolve():
+        raise UsageError("--output must differ from --input")
+    return _run_process(args, args.output)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    return _run_process(args, None)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .jsonfiles import InvalidRecord
+    from .stats import format_stats, stream_stats
+
+    try:
+        stats = stream_stats(args.input)
+    except InvalidRecord as exc:
+        raise UsageError(str(exc)) from None
+    for problem in stats.problems[:20]:
+        print(f"error: {problem}", file=sys.stderr)
+    print(json.dumps(stats.as_dict()) if args.json else format_stats(stats))
+    return 0
+
+
+def _build_convert(sub) -> None:
+    parser = sub.add_parser(
+        "convert",
+        aliases=["to-stream"],
+        help="convert raw event annotations into per-second stream conversations",
+        description="Convert raw event annotations into per-second stream conversations.",
+    )
+    _add_raw_options(parser)
+    parser.add_argument("--output", required=True, type=Path, help="stream file: *.json (indented list) or *.jsonl")
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument("--system-prompt", help="system prompt text (default: Streamo's built-in prompt)")
+    prompt.add_argument("--system-prompt-file", type=_existing_file, help="read the system prompt from this file")
+    parser.set_defaults(handler=cmd_convert)
+
+
+def _build_validate(sub) -> None:
+    parser = sub.add_parser(
+        "validate",
+        help="check raw annotations and report problems without writing output",
+        description="Check raw annotations and report every problem, writing no output.",
+    )
+    _add_raw_options(parser)
+    parser.set_defaults(handler=cmd_validate)
+
+
+def _build_stats(sub) -> None:
+    parser = sub.add_parser(
+        "stats",
+        help="count samples, turns, states and responses in a stream file",
+        description="Count samples, turns, state distribution, responses and durations of a stream file.",
+    )
+    parser.add_argument("--input", required=True, type=_existing_file, help="stream file (JSON list or JSONL)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.set_defaults(handler=cmd_stats)
+
+
+COMMANDS: dict[str, Callable] = {
+    "convert": _build_convert,
+    "validate": _build_validate,
+    "stats": _build_stats,
+}
+DATA_COMMANDS = ("convert", "validate", "stats")
+
+
+def build_parser(prog: str = "streamo", commands: Sequence[str] = tuple(COMMANDS)) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Streamo: train and run real-time streaming video assistants.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in commands:
+        COMMANDS[name](sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "streamo", commands: Sequence[str] = tuple(COMMANDS)) -> int:
+    parser = build_parser(prog, commands)
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Raw event annotations -> per-second stream conversations.
+
+Rules (see ``streamo.protocol`` for the turn layout):
+
+* a video of duration D at fps f yields floor(D·f) turns; a moment t belongs to turn
+  max(ceil(t·f) − 1, 0);
+* a question is shown in the user turn of its time, and by default the first question is
+  also shown at turn 0 when that turn has none (the original data does this);
+* an interval response [st, end] is ``</Standby>`` from turn(st) through turn(end) and
+  ``</Response> content`` at turn(end) + 1; an instant response (``time``) answers at
+  turn(time); every other turn is ``</Silence>``;
+* a Response is never overwritten: Response beats Standby beats Silence, and two
+  responses landing on one turn are both kept, in time order, with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .annotation import CONSUMED_FIELDS, Problem, RawSample, validate_raw
+from .protocol import (
+    DEFAULT_SYSTEM_PROMPT,
+    State,
+    assistant_text,
+    format_seconds,
+    turn_count,
+    turn_of,
+    user_text,
+)
+
+DurationProbe = Callable[[str], float]
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    fps: float = 1.0
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    video_prefix: str | None = None
+    initial_question: bool = True
+    """Also show the first question at turn 0 when turn 0 has none (original data does)."""
+
+
+@dataclass
+class Outcome:
+    """Result for one raw sample: the stream sample, or None when rejected, plus findings."""
+
+    sample: dict[str, Any] | None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> bool:
+        return self.sample is None
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+
+def resolve_video(video_path: str, prefix: str | None) -> str:
+    return os.path.join(prefix, video_path) if prefix else video_path
+
+
+def _seconds(value: float) -> str:
+    return f"{format_seconds(value)} s"
+
+
+def convert_sample(data: Any, options: ConvertOptions, probe: DurationProbe | None = None) -> Outcome:
+    """Convert one raw sample; never raises on bad data, reports it instead."""
+    raw, problems = validate_raw(data)
+    if raw is None:
+        return Outcome(None, problems)
+    video = resolve_video(raw.video_path, options.video_prefix)
+
+    duration = raw.duration
+    if duration is None:
+        if probe is None:
+            return Outcome(None, [Problem("error", "duration", "not given and no video probing available")])
+        try:
+            duration = probe(video)
+        except Exception as exc:  # any decoder failure is this sample's problem only
+            return Outcome(None, [Problem("error", "video_path", f"cannot read duration of {video}: {exc}")])
+    fps = options.fps
+    turns = turn_count(duration, fps)
+    if turns == 0:
+        return Outcome(None, [Problem("error", "duration", f"{_seconds(duration)} gives no whole frame at {fps:g} fps")])
+
+    problems.extend(_check_contents(raw))
+    questions_at, question_problems = _place_questions(raw, turns, fps, duration, options.initial_question)
+    problems.extend(question_problems)
+    states, answers, response_problems = _place_responses(raw, turns, fps, duration)
+    problems.extend(response_problems)
+    if questions_at and not options.initial_question:
+        first_question = min(questions_at)
+        for index, turn in _response_turns(raw, fps):
+            if turn < first_question:
+                problems.append(Problem("warning", f"response[{index}]", "starts before any question is shown"))
+    if any(p.severity == "error" for p in problems):
+        return Outcome(None, problems)
+
+    messages: list[dict[str, str]] = [{"role": "system", "content": options.system_prompt}]
+    silence = assistant_text(State.SILENCE)
+    standby = assistant_text(State.STANDBY)
+    for turn in range(turns):
+        messages.append({"role": "user", "content": user_text(turn, fps, questions_at.get(turn, ()))})
+        state = states[turn]
+        if state is State.RESPONSE:
+            content = assistant_text(State.RESPONSE, " ".join(answers[turn]))
+        else:
+            content = standby if state is State.STANDBY else silence
+        messages.append({"role": "assistant", "content": content})
+
+    sample: dict[str, Any] = {"messages": messages, "videos": [video]}
+    for key, value in data.items():
+        if key not in CONSUMED_FIELDS and key not in sample:
+            sample[key] = value
+    return Outcome(sample, problems)
+
+
+def _check_contents(raw: RawSample) -> list[Problem]:
+    problems = []
+    for kind, items in (("question", raw.question), ("response", raw.response)):
+        for index, item in enumerate(items):
+            if not item.content.strip():
+                problems.append(Problem("error", f"{kind}[{index}].content", "empty text"))
+    if not raw.question:
+        problems.append(Problem("warning", "question", "no question: the model only sees the frames"))
+    return problems
+
+
+def _place_questions(
+    raw: RawSample, turns: int, fps: float, duration: float, initial_question: bool
+) -> tuple[dict[int, list[str]], list[Problem]]:
+    problems: list[Problem] = []
+    timed: list[tuple[float, int, str]] = []
+    for index, question in enumerate(raw.question):
+        moment = 0.0 if question.time is None else question.time
+        if turn_of(moment, fps) >= turns:
+            problems.append(
+                Problem("error", f"question[{index}].time", f"{_seconds(moment)} is after the video end ({_seconds(duration)})")
+            )
+            continue
+        timed.append((moment, index, question.content.strip()))
+    timed.sort()
+    questions_at: dict[int, list[str]] = {}
+    for moment, _, content in timed:
+        questions_at.setdefault(turn_of(moment, fps), []).append(content)
+    if initial_question and timed and 0 not in questions_at:
+        questions_at[0] = [timed[0][2]]
+    return questions_at, problems
+
+
+def _response_turns(raw: RawSample, fps: float) -> list[tuple[int, int]]:
+    """(response index, first turn it affects) for valid responses."""
+    found = []
+    for index, response in enumerate(raw.response):
+        start = response.st_time if response.st_time is not None else response.time
+        if start is not None:
+            found.append((index, turn_of(start, fps)))
+    return found
+
+
+def _place_responses(
+    raw: RawSample, turns: int, fps: float, duration: float
+) -> tuple[list[State], dict[int, list[str]], list[Problem]]:
+    problems: list[Problem] = []
+    states = [State.SILENCE] * turns
+    placed: dict[int, list[tuple[float, int, str]]] = {}
+    for index, response in enumerate(raw.response):
+        where = f"response[{index}]"
+        interval = response.st_time is not None or response.end_time is not None
+        if interval:
+            if response.st_time is None or response.end_time is None:
+                missing = "st_time" if response.st_time is None else "end_time"
+                problems.append(Problem("error", f"{where}.{missing}", "interval response needs both st_time and end_time"))
+                continue
+            if response.end_time < response.st_time:
+                problems.append(
+                    Problem(
+                        "error",
+                        f"{where}.end_time",
+                        f"end ({_seconds(response.end_time)}) is before start ({_seconds(response.st_time)})",
+                    )
+                )
+                continue
+            if response.time is not None:
+                problems.append(Problem("warning", f"{where}.time", "ignored: st_time/end_time are given"))
+            first, last = turn_of(response.st_time, fps), turn_of(response.end_time, fps)
+            answer_turn, moment, field_name = last + 1, response.end_time, "end_time"
+        elif response.time is not None:
+            first = last = None
+            answer_turn, moment, field_name = turn_of(response.time, fps), response.time, "time"
+        else:
+            problems.append(Problem("error", where, "no time: give st_time and end_time, or time"))
+            continue
+        if answer_turn >= turns:
+            problems.append(
+                Problem(
+                    "error",
+                    f"{where}.{field_name}",
+                    f"answer at {_seconds(answer_turn / fps)} falls beyond the video end ({_seconds(duration)})",
+                )
+            )
+            continue
+        if first is not None:
+            for turn in range(first, last + 1):
+                if states[turn] is State.SILENCE:
+                    states[turn] = State.STANDBY
+        placed.setdefault(answer_turn, []).append((moment, index, response.content.strip()))
+
+    answers: dict[int, list[str]] = {}
+    for turn, items in placed.items():
+        items.sort()
+        states[turn] = State.RESPONSE
+        answers[turn] = [content for _, _, content in items]
+        if len(items) > 1:
+            indices = ", ".join(f"response[{index}]" for _, index, _ in items)
+            problems.append(
+                Problem("warning", f"response[{items[-1][1]}]", f"{indices} answer in the same turn; answers are joined")
+            )
+    return states, answers, problems

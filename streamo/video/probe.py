@@ -1,0 +1,74 @@
+"""How long a video really is.
+
+Container metadata is often missing or wrong (re-muxed clips, truncated downloads), and
+the turn count of a sample depends on it, so the duration is read from the packets at
+the end of the video stream: a seek near the claimed end and a short demux (no decoding)
+is enough, with a full demux scan when the metadata is missing or seeking fails.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import av
+
+_TAIL_SECONDS = 10.0
+
+
+class VideoError(RuntimeError):
+    """A video that cannot be opened or has no usable video stream."""
+
+
+def _packet_span(container: "av.container.InputContainer", stream: "av.video.stream.VideoStream") -> tuple[float, float]:
+    """(first pts, last pts + packet duration) in seconds over the packets demuxed from here on."""
+    base = float(stream.time_base)
+    first = last = None
+    for packet in container.demux(stream):
+        if packet.pts is None:
+            continue
+        start = packet.pts * base
+        end = start + (packet.duration or 0) * base
+        first = start if first is None else min(first, start)
+        last = end if last is None else max(last, end)
+    if first is None or last is None:
+        raise VideoError("no video packets")
+    return first, last
+
+
+def probe_duration(path: str | os.PathLike[str]) -> float:
+    """True duration in seconds of the first video stream of ``path``, measured from its first frame."""
+    try:
+        container = av.open(os.fspath(path))
+    except (av.FFmpegError, OSError) as exc:
+        raise VideoError(f"cannot open {path}: {exc}") from None
+    with container:
+        if not container.streams.video:
+            raise VideoError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        base = float(stream.time_base)
+        start = stream.start_time * base if stream.start_time is not None else None
+        claimed = None
+        if stream.duration:
+            claimed = stream.duration * base
+        elif container.duration:
+            claimed = container.duration / av.time_base
+        try:
+            if claimed is None or start is None:
+                raise VideoError("no metadata")
+            target = max(start + claimed - _TAIL_SECONDS, start)
+            container.seek(int(target / base), stream=stream, backward=True, any_frame=False)
+            _, last = _packet_span(container, stream)
+            if last < target:
+                raise VideoError("seek overshot")
+        except (VideoError, av.FFmpegError):
+            container.seek(0)
+            first, last = _packet_span(container, stream)
+            start = first if start is None else min(start, first)
+        return max(last - start, 0.0)
+
+
+@lru_cache(maxsize=4096)
+def cached_duration(path: str) -> float:
+    """``probe_duration`` memoised per process: many samples share one video."""
+    return probe_duration(path)
