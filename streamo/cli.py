@@ -145,10 +145,45 @@ def _build_stats(sub) -> None:
     parser.set_defaults(handler=cmd_stats)
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .synth import SynthOptions, generate, parse_size
+
+    try:
+        width, height = parse_size(args.size)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.videos < 1:
+        raise UsageError("--videos must be at least 1")
+    options = SynthOptions(videos=args.videos, seed=args.seed, fps=args.fps, width=width, height=height, first_index=args.first_index)
+    try:
+        raw_path = generate(args.out, options, progress=sys.stderr.isatty())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{raw_path}: {args.videos} videos; convert with --video-prefix {args.out}", file=sys.stderr)
+    return 0
+
+
+def _build_synth(sub) -> None:
+    parser = sub.add_parser(
+        "synth",
+        help="generate synthetic shape videos with timed events and their raw annotations",
+        description="Generate short videos of coloured shapes with unambiguous timed events and their raw "
+        "annotations (instant QA, event grounding, narration, several questions per stream).",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output directory (videos/ and raw_data.json)")
+    parser.add_argument("--videos", required=True, type=int, help="number of videos")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
+    parser.add_argument("--first-index", type=int, default=0, help="index of the first video (held-out sets: start after the training set)")
+    parser.add_argument("--fps", type=_positive_float, default=5.0, help="frame rate of the files (default: 5)")
+    parser.add_argument("--size", default="160x128", help="frame size WIDTHxHEIGHT, even numbers (default: 160x128)")
+    parser.set_defaults(handler=cmd_synth)
+
+
 COMMANDS: dict[str, Callable] = {
     "convert": _build_convert,
     "validate": _build_validate,
     "stats": _build_stats,
+    "synth": _build_synth,
 }
 DATA_COMMANDS = ("convert", "validate", "stats")
 

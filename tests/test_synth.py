@@ -1,0 +1,145 @@
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from streamo.batch import process_file
+from streamo.cli import main
+from streamo.convert import ConvertOptions, convert_sample
+from streamo.protocol import State, parse_stream_messages
+from streamo.synth import SynthOptions, generate, make_scene, parse_size
+from streamo.synth.render import BACKGROUND, Canvas
+from streamo.synth.scene import COLOURS, TASK_TYPES, annotate
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "dataset" / "example"
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, SynthOptions(videos=3, seed=7))
+    return out
+
+
+def _scene_samples(seed: int, index: int):
+    scene = make_scene(seed, index)
+    return scene, annotate(scene, seed, index, "v.mp4", "v.mp4")
+
+
+def test_same_seed_same_files_and_other_seed_differs(synth_dir, tmp_path):
+    again = generate(tmp_path / "again", SynthOptions(videos=3, seed=7))
+    assert again.read_bytes() == (synth_dir / "raw_data.json").read_bytes()
+    for video in sorted((synth_dir / "videos").iterdir()):
+        assert (tmp_path / "again" / "videos" / video.name).read_bytes() == video.read_bytes()
+    other = generate(tmp_path / "other", SynthOptions(videos=3, seed=8))
+    assert other.read_bytes() != again.read_bytes()
+
+
+def test_every_task_type_per_video_and_relative_paths(synth_dir):
+    samples = json.loads((synth_dir / "raw_data.json").read_text())
+    assert len(samples) == 3 * len(TASK_TYPES)
+    for sample in samples:
+        assert not Path(sample["video_path"]).is_absolute()
+        assert (synth_dir / sample["video_path"]).is_file()
+    assert [s["task_type"] for s in samples[: len(TASK_TYPES)]] == list(TASK_TYPES)
+    multi = [s for s in samples if s["task_type"] == "MultiQA"]
+    assert all(len(s["question"]) >= 2 for s in multi)
+    assert any(len(s["question"]) == 3 for s in multi)
+
+
+def test_converted_synth_validates_with_no_rejects_or_warnings(synth_dir):
+    summary = process_file(
+        synth_dir / "raw_data.json", ConvertOptions(video_prefix=str(synth_dir)), None, None, progress=False
+    )
+    assert summary.total == 3 * len(TASK_TYPES)
+    assert summary.rejected == 0 and summary.with_warnings == 0
+
+
+def test_files_last_exactly_the_annotated_duration(synth_dir):
+    from streamo.video.probe import probe_duration
+
+    samples = json.loads((synth_dir / "raw_data.json").read_text())
+    for sample in samples[:: len(TASK_TYPES)]:
+        assert probe_duration(synth_dir / sample["video_path"]) == pytest.approx(sample["duration"], abs=1e-3)
+
+
+@pytest.mark.parametrize("seed,index", [(0, 0), (1, 5), (3, 2), (11, 9)])
+def test_labels_follow_from_the_frames(seed, index):
+    """Each Response turn's frame is the first to show its change; frames of QA turns are still."""
+    scene, samples = _scene_samples(seed, index)
+    for sample in samples:
+        outcome = convert_sample(sample, ConvertOptions())
+        assert outcome.sample is not None and not outcome.problems
+        timeline = parse_stream_messages(outcome.sample["messages"])
+        for turn in timeline.responses():
+            k = turn.index
+            if any(verb in turn.answer for verb in ("moved", "appeared", "disappeared", "changed from")):
+                before, now, after = scene.state_at(k - 1), scene.state_at(k), scene.state_at(k + 0.9)
+                assert before != now, (sample["task_type"], turn)
+                assert now == after, "the answer turn must show the change complete"
+            else:
+                assert scene.state_at(k) == scene.state_at(k + 1 - 1e-6), "state questions are asked about a still scene"
+
+
+def test_move_answers_name_the_columns_seen_in_the_frames():
+    scene, samples = _scene_samples(2, 4)
+    grounding = next(s for s in samples if s["task_type"] == "Grounding")
+    for response in grounding["response"]:
+        start, end = response["st_time"], response["end_time"]
+        moving = [s for s in scene.state_at(end + 0.5) if s.kind in response["content"]]
+        origin = [s for s in scene.state_at(start - 0.5) if s.kind in response["content"]]
+        names = ("left", "centre", "right")
+        assert response["content"].endswith(f"from the {names[round(origin[0].x)]} to the {names[round(moving[0].x)]}.")
+
+
+def test_decoded_frames_show_the_scene(synth_dir):
+    sample = json.loads((synth_dir / "raw_data.json").read_text())[0]
+    scene = make_scene(7, 0)
+    canvas = Canvas(160, 128)
+    with av.open(str(synth_dir / sample["video_path"])) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == scene.duration * 5
+    for second in range(scene.duration):
+        frame = frames[second * 5].astype(int)
+        for shape in scene.state_at(second):
+            cx, cy = canvas.centre(shape.x, shape.row)
+            assert np.abs(frame[cy, cx] - COLOURS[shape.colour]).max() < 40
+        assert np.abs(frame[1, 1] - BACKGROUND).max() < 20
+
+
+def test_parse_size():
+    assert parse_size("224x160") == (224, 160)
+    for bad in ("224", "ax2", "10x10x2"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+def test_cli_synth_and_bad_arguments(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "s"), "--videos", "1", "--seed", "3", "--size", "96x64", "--fps", "4"]) == 0
+    raw = json.loads((tmp_path / "s" / "raw_data.json").read_text())
+    assert len(raw) == len(TASK_TYPES)
+    with av.open(str(tmp_path / "s" / raw[0]["video_path"])) as container:
+        stream = container.streams.video[0]
+        assert (stream.width, stream.height) == (96, 64)
+        assert stream.frames == raw[0]["duration"] * 4
+    assert main(["synth", "--out", str(tmp_path / "t"), "--videos", "1", "--size", "95x64"]) == 2
+    assert main(["synth", "--out", str(tmp_path / "t"), "--videos", "0"]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_shipped_example_is_current_and_playable_from_the_repo_root(tmp_path):
+    raw_path = generate(tmp_path, SynthOptions(videos=2, seed=0))
+    assert json.loads(raw_path.read_text()) == json.loads((EXAMPLE / "raw_data.json").read_text())
+    shipped = json.loads((EXAMPLE / "stream_format.json").read_text())
+    raws = json.loads((EXAMPLE / "raw_data.json").read_text())
+    assert len(shipped) == len(raws)
+    for raw, stream in zip(raws, shipped):
+        expected = convert_sample(raw, ConvertOptions(video_prefix="dataset/example")).sample
+        assert stream == expected
+        assert (REPO / stream["videos"][0]).is_file()
+    assert sum(p.stat().st_size for p in (EXAMPLE / "videos").iterdir()) < 300_000
+    states = {turn.state for s in shipped for turn in parse_stream_messages(s["messages"]).turns}
+    assert states == set(State)
