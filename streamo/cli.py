@@ -179,11 +179,24 @@ def _build_synth(sub) -> None:
     parser.set_defaults(handler=cmd_synth)
 
 
+def _build_tiny_model(sub) -> None:
+    from . import tiny_model
+
+    parser = sub.add_parser(
+        "tiny-model",
+        help="build a tiny random Qwen2.5-VL with the real Qwen2 tokenizer (CPU smoke runs, tests)",
+        description="Build a tiny random Qwen2.5-VL with the real Qwen2 tokenizer (seeded; reused when complete).",
+    )
+    tiny_model.add_arguments(parser)
+    parser.set_defaults(handler=tiny_model.run)
+
+
 COMMANDS: dict[str, Callable] = {
     "convert": _build_convert,
     "validate": _build_validate,
     "stats": _build_stats,
     "synth": _build_synth,
+    "tiny-model": _build_tiny_model,
 }
 DATA_COMMANDS = ("convert", "validate", "stats")
 

@@ -13,3 +13,11 @@ def reference_dir() -> Path:
     if not SHARED_REFERENCE.is_dir():
         pytest.skip("../shared/reference/example is absent")
     return SHARED_REFERENCE
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny random Qwen2.5-VL (no state tokens: training adds them), built once per session."""
+    from streamo.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2.5-vl")

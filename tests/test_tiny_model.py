@@ -1,0 +1,71 @@
+"""The tiny model must load and run as a genuine Qwen2.5-VL: same tokenizer, ids and image geometry."""
+
+import hashlib
+from dataclasses import replace
+
+import pytest
+from PIL import Image
+
+from streamo.protocol import SPECIAL_TOKENS
+from streamo.tiny_model import BUILD_RECORD, TinyModelSpec, build_tiny_model, is_built, main
+
+transformers = pytest.importorskip("transformers")
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_loads_as_qwen2_5_vl_and_generates_from_an_image(tiny_model_dir):
+    import torch
+
+    processor = transformers.AutoProcessor.from_pretrained(tiny_model_dir)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+    tokenizer = processor.tokenizer
+    assert tokenizer.convert_tokens_to_ids("<|image_pad|>") == model.config.image_token_id
+    assert tokenizer.convert_tokens_to_ids("<|video_pad|>") == model.config.video_token_id
+    assert tokenizer.encode("Hello world") == [9707, 1879]  # the real Qwen2 BPE, not a toy vocabulary
+
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is here?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text.endswith("<|im_start|>assistant\n")
+    image = Image.new("RGB", (84, 56), (200, 30, 30))  # 3x2 merged patches of 28 pixels
+    inputs = processor(text=[text], images=[image], return_tensors="pt")
+    assert inputs["image_grid_thw"].tolist() == [[1, 4, 6]]
+    assert (inputs["input_ids"] == model.config.image_token_id).sum().item() == 6
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert output.shape[1] == inputs["input_ids"].shape[1] + 4
+
+
+def test_state_tokens_are_absent_unless_asked_for(tiny_model_dir, tmp_path):
+    plain = transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert all(len(plain.encode(token)) > 1 for token in SPECIAL_TOKENS)
+
+    folder = build_tiny_model(tmp_path / "with-tokens", TinyModelSpec(with_state_tokens=True))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    ids = [tokenizer.encode(token) for token in SPECIAL_TOKENS]
+    assert all(len(token_ids) == 1 for token_ids in ids)
+    assert len({token_ids[0] for token_ids in ids}) == 3
+    assert max(token_ids[0] for token_ids in ids) < transformers.AutoConfig.from_pretrained(folder).text_config.vocab_size
+
+
+def test_build_is_seeded_completes_partial_directories_and_is_reused(tiny_model_dir, tmp_path):
+    weights = tiny_model_dir / "model.safetensors"
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "config.json").write_text("{}")  # an interrupted build must not count as complete
+    assert not is_built(again)
+    build_tiny_model(again)
+    assert (again / BUILD_RECORD).is_file()
+    assert _digest(again / "model.safetensors") == _digest(weights)
+
+    stamp = (again / "model.safetensors").stat().st_mtime_ns
+    assert main([str(again)]) == 0  # complete build: reused, not rewritten
+    assert (again / "model.safetensors").stat().st_mtime_ns == stamp
+
+    other_seed = replace(TinyModelSpec(), seed=1)
+    assert not is_built(again, other_seed)
+    build_tiny_model(again, other_seed)
+    assert _digest(again / "model.safetensors") != _digest(weights)
