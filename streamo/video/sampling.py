@@ -1,0 +1,240 @@
+"""Exact per-turn frame sampling, shared by frame extraction, training and live inference.
+
+The rule: the frame for turn k is the first frame whose presentation time, counted from the
+first frame, is at least k/fps; a video yields ``turn_count(D, fps)`` turns, D being the true
+duration that the converter also uses (``probe_duration``). Frames are chosen by timestamps,
+never by index arithmetic, so variable-frame-rate and 29.97 fps video stay aligned with the
+time tags.
+
+Decoding is sequential (one pass, decoder threads on): at 1 fps on long-GOP H.264 this beats
+seeking several times over. Only kept frames are converted to RGB and scaled, in one swscale
+call, to the model's pixel budget. Frames that come before the next wanted time and that no
+other frame references are not decoded at all (the decoder's non-reference skip), which keeps
+the choice exact because such a frame could never be picked.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterator, NamedTuple
+
+import av
+from PIL import Image
+
+from ..protocol import turn_count
+from .probe import VideoError, probe_duration
+
+PATCH_FACTOR = 28
+"""Qwen2.5-VL: 14-pixel patches merged 2×2, so frame sides are multiples of 28."""
+MAX_PIXELS = 128 * PATCH_FACTOR * PATCH_FACTOR
+"""100352 pixels = 128 visual tokens per frame."""
+MIN_PIXELS = 4 * PATCH_FACTOR * PATCH_FACTOR
+"""3136 pixels = 4 visual tokens, Qwen2.5-VL's own lower bound for images."""
+MAX_ASPECT_RATIO = 200
+
+# A turn whose time lies beyond the last decodable frame by less than this many turn
+# lengths still gets that frame: a cut-off final GOP loses a few frames that the
+# packet-based duration still counts.
+_TAIL_TOLERANCE_TURNS = 1.0
+_EPS = 1e-6
+
+
+def smart_resize(
+    height: int, width: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS, factor: int = PATCH_FACTOR
+) -> tuple[int, int]:
+    """Qwen2.5-VL's frame size rule: sides divisible by ``factor``, area within the budget,
+    aspect ratio kept as far as rounding allows. Returns ``(height, width)``.
+
+    Identical to ``qwen_vl_utils.smart_resize`` except that a side never shrinks below
+    ``factor`` (theirs can return 0 for extreme aspect ratios).
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"frame size must be positive, got {width}x{height}")
+    if min_pixels > max_pixels:
+        raise ValueError(f"min_pixels {min_pixels} exceeds max_pixels {max_pixels}")
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ValueError(f"aspect ratio of {width}x{height} exceeds {MAX_ASPECT_RATIO}")
+    new_h = max(factor, round(height / factor) * factor)
+    new_w = max(factor, round(width / factor) * factor)
+    if new_h * new_w > max_pixels:
+        scale = math.sqrt(height * width / max_pixels)
+        new_h = max(factor, math.floor(height / scale / factor) * factor)
+        new_w = max(factor, math.floor(width / scale / factor) * factor)
+    elif new_h * new_w < min_pixels:
+        scale = math.sqrt(min_pixels / (height * width))
+        new_h = math.ceil(height * scale / factor) * factor
+        new_w = math.ceil(width * scale / factor) * factor
+    return new_h, new_w
+
+
+class SampledFrame(NamedTuple):
+    """One turn's frame: its turn index, its presentation time (s from the first frame), the picture."""
+
+    turn: int
+    time: float
+    image: Image.Image
+
+
+def _name(source) -> str:
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", repr(source))
+
+
+def _open(source) -> av.container.InputContainer:
+    name = _name(source)
+    if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
+        raise VideoError(f"{name}: no such file")
+    try:
+        return av.open(source if not isinstance(source, os.PathLike) else os.fspath(source))
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise VideoError(f"{name}: cannot open: {exc}") from None
+
+
+def iter_frames(
+    source,
+    fps: float = 1.0,
+    max_pixels: int = MAX_PIXELS,
+    min_pixels: int = MIN_PIXELS,
+    turns: int | None = None,
+    threads: int = 0,
+) -> Iterator[SampledFrame]:
+    """Yield ``SampledFrame`` for turns 0, 1, … as soon as each is decoded.
+
+    ``source`` is a path or an open binary stream (a live feed). For a path the number of
+    turns is ``turn_count(probe_duration(path), fps)`` unless ``turns`` is given; for a
+    stream it follows from the packets read, so both agree with the converter. ``threads``
+    is the decoder's thread count (0: automatic). Raises ``VideoError`` naming the video
+    when it cannot be opened, has no video stream or no decodable frame, or stops decoding
+    well before its duration.
+    """
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    name = _name(source)
+    if turns is None and isinstance(source, (str, os.PathLike)):
+        turns = turn_count(probe_duration(source), fps)
+        if turns == 0:
+            raise VideoError(f"{name}: shorter than one turn at {fps:g} fps")
+    container = _open(source)
+    with container:
+        if not container.streams.video:
+            raise VideoError(f"{name}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.thread_count = threads
+        yield from _select(container, stream, name, fps, max_pixels, min_pixels, turns)
+
+
+class _PacketSpan:
+    """Latest packet end (pts + duration) seen while demuxing, in seconds: the same measure
+    ``probe_duration`` uses, so a stream without a known length gets the converter's count."""
+
+    def __init__(self) -> None:
+        self.end: float | None = None
+
+    def add(self, end: float) -> None:
+        self.end = end if self.end is None else max(self.end, end)
+
+
+def _select(container, stream, name, fps, max_pixels, min_pixels, turns) -> Iterator[SampledFrame]:
+    base = float(stream.time_base)
+    size: tuple[int, int] | None = None
+    origin: float | None = None
+    next_turn = 0
+    last = None  # (time, frame) of the latest decoded frame
+
+    def picture(frame) -> Image.Image:
+        nonlocal size
+        if size is None:
+            try:
+                size = smart_resize(frame.height, frame.width, min_pixels, max_pixels)
+            except ValueError as exc:
+                raise VideoError(f"{name}: {exc}") from None
+        return frame.to_image(width=size[1], height=size[0], interpolation="BICUBIC")
+
+    def unwanted(pts: int) -> bool:
+        return origin is not None and pts * base - origin < next_turn / fps - _EPS
+
+    span = _PacketSpan()
+    pending: list[SampledFrame] = []  # live source: turns waiting until the stream covers them
+
+    def covered() -> int:
+        """Whole turns the packets read so far span (the converter's count for this much video)."""
+        return turn_count(span.end - origin, fps) if span.end is not None and origin is not None else 0
+
+    for frame in _decode(container, stream, unwanted, span):
+        if frame.pts is None:
+            continue
+        moment = frame.pts * base
+        if origin is None:
+            origin = moment
+        moment -= origin
+        last = (moment, frame)
+        while (turns is None or next_turn < turns) and moment >= next_turn / fps - _EPS:
+            chosen = SampledFrame(next_turn, moment, picture(frame))
+            next_turn += 1
+            if turns is None:
+                pending.append(chosen)
+            else:
+                yield chosen
+        if pending:
+            ready = covered()
+            while pending and pending[0].turn < ready:
+                yield pending.pop(0)
+        if turns is not None and next_turn >= turns:
+            return
+    if last is None:
+        raise VideoError(f"{name}: no decodable video frame")
+    if turns is None:
+        turns = covered()
+        yield from (chosen for chosen in pending if chosen.turn < turns)
+    moment, frame = last
+    if next_turn < turns:
+        if (turns - 1) / fps > moment + _TAIL_TOLERANCE_TURNS / fps + _EPS:
+            raise VideoError(
+                f"{name}: frames decode only up to {moment:.3f} s, but its duration gives {turns} turns "
+                f"at {fps:g} fps (truncated or corrupt video)"
+            )
+        image = picture(frame)
+        for turn in range(next_turn, turns):
+            yield SampledFrame(turn, moment, image)
+
+
+def _decode(container, stream, unwanted, span: _PacketSpan) -> Iterator[av.VideoFrame]:
+    """Decode ``stream`` in one pass; packets that fail to decode are skipped, a demuxer
+    error ends the stream. ``unwanted(pts)`` marks packets whose frame the decoder may drop
+    when no other frame references it."""
+    codec = stream.codec_context
+    base = float(stream.time_base)
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return  # the demuxer's final empty packet has already flushed the decoder
+        except av.FFmpegError:
+            break
+        if packet.pts is not None:
+            span.add((packet.pts + (packet.duration or 0)) * base)
+            codec.skip_frame = "NONREF" if unwanted(packet.pts) else "DEFAULT"
+        else:
+            codec.skip_frame = "DEFAULT"
+        try:
+            yield from packet.decode()
+        except av.FFmpegError:
+            continue
+    codec.skip_frame = "DEFAULT"
+    try:
+        yield from codec.decode(None)
+    except av.FFmpegError:
+        return
+
+
+def sample_frames(
+    path: str | os.PathLike[str],
+    fps: float = 1.0,
+    max_pixels: int = MAX_PIXELS,
+    min_pixels: int = MIN_PIXELS,
+    threads: int = 0,
+) -> list[Image.Image]:
+    """All turn frames of a video file: ``turn_count(probe_duration(path), fps)`` RGB images."""
+    return [sampled.image for sampled in iter_frames(path, fps, max_pixels, min_pixels, threads=threads)]
