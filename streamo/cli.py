@@ -191,57 +191,51 @@ def _build_tiny_model(sub) -> None:
     parser.set_defaults(handler=tiny_model.run)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return value
-
-
-def cmd_frames(args: argparse.Namespace) -> int:
-    from .jsonfiles import InvalidRecord
-    from .video.cache import DEFAULT_QUALITY, FrameCache
-    from .video.extract import extract_file, report_paths
-    from .video.sampling import MAX_PIXELS, MIN_PIXELS
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .jsonfiles import InvalidRecord, atomic_write
+    from .metrics import evaluate_files
+    from .metrics.plot import write_plots
 
     try:
-        cache = FrameCache(
-            args.cache_dir,
-            args.fps,
-            args.max_pixels or MAX_PIXELS,
-            args.min_pixels or MIN_PIXELS,
-            args.quality or DEFAULT_QUALITY,
-        )
-        summary = extract_file(args.input, cache, args.video_prefix, workers=args.workers)
+        evaluation = evaluate_files(args.predictions, args.data, args.tolerance, args.fps, args.video_prefix)
     except (InvalidRecord, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    manifest, failures = report_paths(args.cache_dir, args.input)
-    print(f"{args.input} -> {args.cache_dir}: {summary.line()}; manifest: {manifest}"
-          + (f"; failures: {failures}" if summary.failed or summary.samples_rejected else ""), file=sys.stderr)
+    for problem in evaluation.problems[:20]:
+        print(f"warning: {problem}", file=sys.stderr)
+    if len(evaluation.problems) > 20:
+        print(f"... {len(evaluation.problems) - 20} more problems (all in the report)", file=sys.stderr)
+    unpredicted = evaluation.report["samples_without_predictions"]
+    if unpredicted:
+        print(f"warning: {len(unpredicted)} samples have no predictions and are not scored", file=sys.stderr)
+    if not evaluation.items:
+        raise UsageError(f"no sample of {args.data} has predictions in {args.predictions}")
+    if args.out:
+        with atomic_write(args.out) as handle:
+            handle.write(json.dumps(evaluation.report, indent=2).encode() + b"\n")
+    if args.plot:
+        try:
+            write_plots(args.plot, evaluation.items, evaluation.scores)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    print(json.dumps(evaluation.report["summary"]))
     return 0
 
 
-def _build_frames(sub) -> None:
+def _build_eval(sub) -> None:
     parser = sub.add_parser(
-        "frames",
-        help="extract every video's per-turn frames into the frame cache ahead of training",
-        description="Sample each video at --fps, resize to the pixel budget and store JPEGs in the frame "
-        "cache; resumable, with a manifest and a failure report in the cache directory.",
+        "eval",
+        help="score per-second predictions against ground-truth timelines",
+        description="Score predictions (JSON lines of per-second states and answers) against a stream or raw "
+        "data file: state accuracy and macro-F1, response timing F1 and delay, answer ROUGE-L.",
     )
-    parser.add_argument("--input", required=True, type=_existing_file, help="stream file or raw annotations")
-    parser.add_argument("--cache-dir", required=True, type=Path, help="frame cache directory")
-    parser.add_argument("--fps", type=_positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
-    parser.add_argument("--max-pixels", type=_positive_int,
-                        help="pixel budget per frame (default: 100352 = 128 visual tokens)")
-    parser.add_argument("--min-pixels", type=_positive_int, help="smallest frame area (default: 3136 = 4 visual tokens)")
-    parser.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
-                        help="videos decoded in parallel (default: all CPUs)")
-    parser.add_argument("--quality", type=_positive_int, help="JPEG quality 1-100 (default: 90)")
-    parser.add_argument("--video-prefix", help="directory prepended to each video path")
-    parser.set_defaults(handler=cmd_frames)
+    parser.add_argument("--predictions", required=True, type=_existing_file, help="JSONL: {sample, t, state, text}")
+    parser.add_argument("--data", required=True, type=_existing_file, help="ground truth: stream file or raw annotations")
+    parser.add_argument("--tolerance", type=float, default=1.0, help="seconds an answer may be early or late (default: 1)")
+    parser.add_argument("--fps", type=_positive_float, default=1.0, help="turns per second for raw data (default: 1.0)")
+    parser.add_argument("--video-prefix", help="directory prepended to raw samples' video_path (to read durations)")
+    parser.add_argument("--out", type=Path, help="write the full JSON report here")
+    parser.add_argument("--plot", type=Path, help="*.png: one picture of all samples; otherwise a directory of pictures")
+    parser.set_defaults(handler=cmd_eval)
 
 
 COMMANDS: dict[str, Callable] = {
@@ -250,7 +244,7 @@ COMMANDS: dict[str, Callable] = {
     "stats": _build_stats,
     "synth": _build_synth,
     "tiny-model": _build_tiny_model,
-    "frames": _build_frames,
+    "eval": _build_eval,
 }
 DATA_COMMANDS = ("convert", "validate", "stats")
 
