@@ -191,6 +191,59 @@ def _build_tiny_model(sub) -> None:
     parser.set_defaults(handler=tiny_model.run)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def cmd_frames(args: argparse.Namespace) -> int:
+    from .jsonfiles import InvalidRecord
+    from .video.cache import DEFAULT_QUALITY, FrameCache
+    from .video.extract import extract_file, report_paths
+    from .video.sampling import MAX_PIXELS, MIN_PIXELS
+
+    try:
+        cache = FrameCache(
+            args.cache_dir,
+            args.fps,
+            args.max_pixels or MAX_PIXELS,
+            args.min_pixels or MIN_PIXELS,
+            args.quality or DEFAULT_QUALITY,
+        )
+        summary = extract_file(args.input, cache, args.video_prefix, workers=args.workers)
+    except (InvalidRecord, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    manifest, failures = report_paths(args.cache_dir, args.input)
+    print(f"{args.input} -> {args.cache_dir}: {summary.line()}; manifest: {manifest}"
+          + (f"; failures: {failures}" if summary.failed or summary.samples_rejected else ""), file=sys.stderr)
+    return 0
+
+
+def _build_frames(sub) -> None:
+    parser = sub.add_parser(
+        "frames",
+        help="extract every video's per-turn frames into the frame cache ahead of training",
+        description="Sample each video at --fps, resize to the pixel budget and store JPEGs in the frame "
+        "cache; resumable, with a manifest and a failure report in the cache directory.",
+    )
+    parser.add_argument("--input", required=True, type=_existing_file, help="stream file or raw annotations")
+    parser.add_argument("--cache-dir", required=True, type=Path, help="frame cache directory")
+    parser.add_argument("--fps", type=_positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
+    parser.add_argument("--max-pixels", type=_positive_int,
+                        help="pixel budget per frame (default: 100352 = 128 visual tokens)")
+    parser.add_argument("--min-pixels", type=_positive_int, help="smallest frame area (default: 3136 = 4 visual tokens)")
+    parser.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
+                        help="videos decoded in parallel (default: all CPUs)")
+    parser.add_argument("--quality", type=_positive_int, help="JPEG quality 1-100 (default: 90)")
+    parser.add_argument("--video-prefix", help="directory prepended to each video path")
+    parser.set_defaults(handler=cmd_frames)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .jsonfiles import InvalidRecord, atomic_write
     from .metrics import evaluate_files
@@ -244,6 +297,7 @@ COMMANDS: dict[str, Callable] = {
     "stats": _build_stats,
     "synth": _build_synth,
     "tiny-model": _build_tiny_model,
+    "frames": _build_frames,
     "eval": _build_eval,
 }
 DATA_COMMANDS = ("convert", "validate", "stats")
