@@ -102,13 +102,14 @@ def process_file(
     rejects: str | os.PathLike[str] | None,
     workers: int = 1,
     progress: bool | None = None,
-    log=sys.stderr,
+    log=None,
 ) -> Summary:
     """Convert (``output`` given) or only validate (``output`` None) one raw file.
 
     Problems are printed as ``FILE: sample N: FIELD: message`` (the first few) and all of
     them go to the ``rejects`` JSONL report when a path is given.
     """
+    log = log or sys.stderr
     input_path = Path(input_path)
     summary = Summary()
     printed = 0

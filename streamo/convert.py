@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable
 
 from .annotation import CONSUMED_FIELDS, Problem, RawSample, validate_raw
@@ -25,6 +26,7 @@ from .protocol import (
     State,
     assistant_text,
     format_seconds,
+    plain_user_texts,
     turn_count,
     turn_of,
     user_text,
@@ -99,23 +101,37 @@ def convert_sample(data: Any, options: ConvertOptions, probe: DurationProbe | No
     if any(p.severity == "error" for p in problems):
         return Outcome(None, problems)
 
-    messages: list[dict[str, str]] = [{"role": "system", "content": options.system_prompt}]
-    silence = assistant_text(State.SILENCE)
-    standby = assistant_text(State.STANDBY)
-    for turn in range(turns):
-        messages.append({"role": "user", "content": user_text(turn, fps, questions_at.get(turn, ()))})
-        state = states[turn]
-        if state is State.RESPONSE:
-            content = assistant_text(State.RESPONSE, " ".join(answers[turn]))
-        else:
-            content = standby if state is State.STANDBY else silence
-        messages.append({"role": "assistant", "content": content})
+    users = list(plain_user_texts(turns, fps))
+    for turn, questions in questions_at.items():
+        users[turn] = user_text(turn, fps, questions)
+    replies = [_STATE_TEXT[state] for state in states]
+    for turn, parts in answers.items():
+        replies[turn] = assistant_text(State.RESPONSE, " ".join(parts))
+    contents: list[str] = [options.system_prompt] * (2 * turns + 1)
+    contents[1::2] = users
+    contents[2::2] = replies
+    messages = [{"role": role, "content": content} for role, content in zip(_roles(turns), contents)]
 
     sample: dict[str, Any] = {"messages": messages, "videos": [video]}
     for key, value in data.items():
         if key not in CONSUMED_FIELDS and key not in sample:
             sample[key] = value
     return Outcome(sample, problems)
+
+
+@lru_cache(maxsize=4)
+def _role_table(size: int) -> tuple[str, ...]:
+    return ("system",) + ("user", "assistant") * size
+
+
+def _roles(turns: int) -> tuple[str, ...]:
+    size = 1024
+    while size < turns:
+        size *= 2
+    return _role_table(size)
+
+
+_STATE_TEXT = {state: assistant_text(state) for state in State}
 
 
 def _check_contents(raw: RawSample) -> list[Problem]:

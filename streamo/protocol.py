@@ -100,6 +100,19 @@ def turn_of(moment: float, fps: float = 1.0) -> int:
     return max(int(math.ceil(moment * fps - _EPS)) - 1, 0)
 
 
+@lru_cache(maxsize=16)
+def _plain_user_table(fps: float, count: int) -> tuple[str, ...]:
+    return tuple(f"{tag}\n{STREAM_PLACEHOLDER}" for tag in _tag_table(fps, count))
+
+
+def plain_user_texts(turns: int, fps: float = 1.0) -> tuple[str, ...]:
+    """User texts without a question for turns 0..turns-1 (cached: conversion's hot path)."""
+    size = 1024
+    while size < turns:
+        size *= 2
+    return _plain_user_table(fps, size)[:turns]
+
+
 def user_text(turn: int, fps: float = 1.0, questions: Sequence[str] = ()) -> str:
     """User turn content: questions (one per line), the time tag, the frame placeholder."""
     tag = time_tag(turn, fps)
