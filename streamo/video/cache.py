@@ -16,6 +16,7 @@ Locks use ``flock``: the cache directory must be on a local or flock-capable fil
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -23,17 +24,19 @@ import json
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from .probe import VideoError
-from .sampling import MAX_PIXELS, MIN_PIXELS, iter_frames
+from .sampling import MAX_PIXELS, MIN_PIXELS, FrameScaler, turn_frames
 
 MARKER = "frames.json"
 DEFAULT_QUALITY = 90
 _FORMAT_VERSION = 1
+_WRITES_IN_FLIGHT = 8
 
 
 @dataclass(frozen=True)
@@ -161,10 +164,23 @@ class FrameCache:
         try:
             times: list[float] = []
             size = (0, 0)
-            for sampled in iter_frames(os.fspath(video), self.fps, self.max_pixels, self.min_pixels, threads=self.threads):
-                sampled.image.save(work / frame_name(sampled.turn), "JPEG", quality=self.quality)
-                times.append(round(sampled.time, 6))
-                size = sampled.image.size
+            # Scaling and JPEG encoding release the GIL: a writer thread overlaps them with decoding.
+            scale = FrameScaler(os.fspath(video), self.max_pixels, self.min_pixels)
+
+            def store(turn: int, frame) -> tuple[int, int]:
+                image = scale(frame)
+                image.save(work / frame_name(turn), "JPEG", quality=self.quality)
+                return image.size
+
+            with ThreadPoolExecutor(1) as writer:
+                writes: collections.deque = collections.deque()
+                for turn, moment, frame in turn_frames(os.fspath(video), self.fps, threads=self.threads):
+                    writes.append(writer.submit(store, turn, frame))
+                    times.append(round(moment, 6))
+                    if len(writes) > _WRITES_IN_FLIGHT:
+                        size = writes.popleft().result()
+                for write in writes:
+                    size = write.result()
             if _identity(identity.path) != identity:
                 raise VideoError(f"{os.fspath(video)}: changed while its frames were extracted")
             meta = {

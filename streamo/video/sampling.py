@@ -20,6 +20,7 @@ import os
 from typing import Iterator, NamedTuple
 
 import av
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from ..protocol import turn_count
@@ -38,6 +39,8 @@ MAX_ASPECT_RATIO = 200
 # packet-based duration still counts.
 _TAIL_TOLERANCE_TURNS = 1.0
 _EPS = 1e-6
+# Area averaging: alias-free when shrinking to the pixel budget, and cheaper than bicubic.
+_INTERPOLATION = "AREA"
 
 
 def smart_resize(
@@ -76,18 +79,46 @@ class SampledFrame(NamedTuple):
     image: Image.Image
 
 
+def _is_file(source) -> bool:
+    """A local file (its length is known up front), as opposed to a URL or an open stream."""
+    return isinstance(source, os.PathLike) or (isinstance(source, str) and "://" not in source)
+
+
 def _name(source) -> str:
     return os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", repr(source))
 
 
 def _open(source) -> av.container.InputContainer:
     name = _name(source)
-    if isinstance(source, (str, os.PathLike)) and not os.path.isfile(source):
+    if _is_file(source) and not os.path.isfile(source):
         raise VideoError(f"{name}: no such file")
     try:
         return av.open(source if not isinstance(source, os.PathLike) else os.fspath(source))
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise VideoError(f"{name}: cannot open: {exc}") from None
+
+
+class FrameScaler:
+    """Converts decoded frames of one video to RGB at its pixel budget, reusing one swscale
+    context (setting one up per frame costs more than the scaling itself)."""
+
+    def __init__(self, name: str, max_pixels: int = MAX_PIXELS, min_pixels: int = MIN_PIXELS):
+        self.name = name
+        self.max_pixels = max_pixels
+        self.min_pixels = min_pixels
+        self.size: tuple[int, int] | None = None  # (height, width) once the first frame is seen
+        self._reformatter = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame) -> Image.Image:
+        if self.size is None:
+            try:
+                self.size = smart_resize(frame.height, frame.width, self.min_pixels, self.max_pixels)
+            except ValueError as exc:
+                raise VideoError(f"{self.name}: {exc}") from None
+        height, width = self.size
+        scaled = self._reformatter.reformat(frame, width, height, "rgb24", interpolation=_INTERPOLATION, threads=1)
+        plane = scaled.planes[0]
+        return Image.frombytes("RGB", (width, height), bytes(plane), "raw", "RGB", plane.line_size)
 
 
 def iter_frames(
@@ -98,19 +129,30 @@ def iter_frames(
     turns: int | None = None,
     threads: int = 0,
 ) -> Iterator[SampledFrame]:
-    """Yield ``SampledFrame`` for turns 0, 1, … as soon as each is decoded.
+    """Yield ``SampledFrame`` for turns 0, 1, … while the video decodes.
 
-    ``source`` is a path or an open binary stream (a live feed). For a path the number of
-    turns is ``turn_count(probe_duration(path), fps)`` unless ``turns`` is given; for a
-    stream it follows from the packets read, so both agree with the converter. ``threads``
-    is the decoder's thread count (0: automatic). Raises ``VideoError`` naming the video
-    when it cannot be opened, has no video stream or no decodable frame, or stops decoding
-    well before its duration.
+    ``source`` is a file path, a URL or an open binary stream (a live feed). For a file the
+    number of turns is ``turn_count(probe_duration(path), fps)`` unless ``turns`` is given,
+    and each turn comes as soon as its frame is decoded. For a URL or stream the length is
+    unknown, so a turn comes once the packets read cover all of it (one turn of latency):
+    the count then equals what the converter gives for the same video. ``threads`` is the
+    decoder's thread count (0: automatic). Raises ``VideoError`` naming the video when it
+    cannot be opened, has no video stream or no decodable frame, or stops decoding well
+    before its duration.
     """
+    scale = FrameScaler(_name(source), max_pixels, min_pixels)
+    for turn, moment, frame in turn_frames(source, fps, turns, threads):
+        yield SampledFrame(turn, moment, scale(frame))
+
+
+def turn_frames(source, fps: float = 1.0, turns: int | None = None, threads: int = 0) -> Iterator[tuple[int, float, av.VideoFrame]]:
+    """``iter_frames`` before conversion: ``(turn, time, decoded frame)``, for callers that
+    convert elsewhere (the cache scales and encodes in a writer thread). A frame serving
+    several turns is yielded once per turn."""
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     name = _name(source)
-    if turns is None and isinstance(source, (str, os.PathLike)):
+    if turns is None and _is_file(source):
         turns = turn_count(probe_duration(source), fps)
         if turns == 0:
             raise VideoError(f"{name}: shorter than one turn at {fps:g} fps")
@@ -121,7 +163,7 @@ def iter_frames(
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         stream.thread_count = threads
-        yield from _select(container, stream, name, fps, max_pixels, min_pixels, turns)
+        yield from _select(container, stream, name, fps, turns)
 
 
 class _PacketSpan:
@@ -135,27 +177,17 @@ class _PacketSpan:
         self.end = end if self.end is None else max(self.end, end)
 
 
-def _select(container, stream, name, fps, max_pixels, min_pixels, turns) -> Iterator[SampledFrame]:
+def _select(container, stream, name, fps, turns) -> Iterator[tuple[int, float, av.VideoFrame]]:
     base = float(stream.time_base)
-    size: tuple[int, int] | None = None
     origin: float | None = None
     next_turn = 0
     last = None  # (time, frame) of the latest decoded frame
-
-    def picture(frame) -> Image.Image:
-        nonlocal size
-        if size is None:
-            try:
-                size = smart_resize(frame.height, frame.width, min_pixels, max_pixels)
-            except ValueError as exc:
-                raise VideoError(f"{name}: {exc}") from None
-        return frame.to_image(width=size[1], height=size[0], interpolation="BICUBIC")
 
     def unwanted(pts: int) -> bool:
         return origin is not None and pts * base - origin < next_turn / fps - _EPS
 
     span = _PacketSpan()
-    pending: list[SampledFrame] = []  # live source: turns waiting until the stream covers them
+    pending: list[tuple[int, float, av.VideoFrame]] = []  # live source: turns until the stream covers them
 
     def covered() -> int:
         """Whole turns the packets read so far span (the converter's count for this much video)."""
@@ -170,7 +202,7 @@ def _select(container, stream, name, fps, max_pixels, min_pixels, turns) -> Iter
         moment -= origin
         last = (moment, frame)
         while (turns is None or next_turn < turns) and moment >= next_turn / fps - _EPS:
-            chosen = SampledFrame(next_turn, moment, picture(frame))
+            chosen = (next_turn, moment, frame)
             next_turn += 1
             if turns is None:
                 pending.append(chosen)
@@ -178,7 +210,7 @@ def _select(container, stream, name, fps, max_pixels, min_pixels, turns) -> Iter
                 yield chosen
         if pending:
             ready = covered()
-            while pending and pending[0].turn < ready:
+            while pending and pending[0][0] < ready:
                 yield pending.pop(0)
         if turns is not None and next_turn >= turns:
             return
@@ -186,7 +218,7 @@ def _select(container, stream, name, fps, max_pixels, min_pixels, turns) -> Iter
         raise VideoError(f"{name}: no decodable video frame")
     if turns is None:
         turns = covered()
-        yield from (chosen for chosen in pending if chosen.turn < turns)
+        yield from (chosen for chosen in pending if chosen[0] < turns)
     moment, frame = last
     if next_turn < turns:
         if (turns - 1) / fps > moment + _TAIL_TOLERANCE_TURNS / fps + _EPS:
@@ -194,9 +226,8 @@ def _select(container, stream, name, fps, max_pixels, min_pixels, turns) -> Iter
                 f"{name}: frames decode only up to {moment:.3f} s, but its duration gives {turns} turns "
                 f"at {fps:g} fps (truncated or corrupt video)"
             )
-        image = picture(frame)
         for turn in range(next_turn, turns):
-            yield SampledFrame(turn, moment, image)
+            yield turn, moment, frame
 
 
 def _decode(container, stream, unwanted, span: _PacketSpan) -> Iterator[av.VideoFrame]:

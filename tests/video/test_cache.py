@@ -30,7 +30,7 @@ def test_frames_are_extracted_once_and_read_back(tmp_path, clip, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("a complete entry must not be decoded again")
 
-    monkeypatch.setattr(cache_module, "iter_frames", no_decoding)
+    monkeypatch.setattr(cache_module, "turn_frames", no_decoding)
     assert FrameCache(tmp_path / "cache", max_pixels=64 * 784).frames(path) == frames
 
 
@@ -52,16 +52,16 @@ def _slow_frames(*args, **kwargs):
     """Decoding that records who decodes and leaves time for a second process to collide."""
     with open(os.environ["STREAMO_TEST_DECODE_LOG"], "a") as log:
         log.write(f"{os.getpid()}\n")
-    for sampled in _real_iter_frames(*args, **kwargs):
+    for sampled in _real_turn_frames(*args, **kwargs):
         time.sleep(0.05)
         yield sampled
 
 
-_real_iter_frames = cache_module.iter_frames
+_real_turn_frames = cache_module.turn_frames
 
 
 def _extract_in_child(cache_dir, video, barrier, results):
-    cache_module.iter_frames = _slow_frames
+    cache_module.turn_frames = _slow_frames
     barrier.wait()
     entry = FrameCache(cache_dir).ensure(video)
     results.put((len(entry.paths), [p.stat().st_size > 0 for p in entry.paths].count(True)))
@@ -110,12 +110,12 @@ def test_a_killed_extraction_leaves_nothing_that_is_used(tmp_path, clip, monkeyp
     cache = FrameCache(tmp_path)
 
     def dies_midway(*args, **kwargs):
-        for sampled in _real_iter_frames(*args, **kwargs):
-            if sampled.turn == 3:
+        for sampled in _real_turn_frames(*args, **kwargs):
+            if sampled[0] == 3:
                 raise KeyboardInterrupt
             yield sampled
 
-    monkeypatch.setattr(cache_module, "iter_frames", dies_midway)
+    monkeypatch.setattr(cache_module, "turn_frames", dies_midway)
     with pytest.raises(KeyboardInterrupt):
         cache.frames(path)
     assert cache.lookup(path) is None
@@ -124,7 +124,7 @@ def test_a_killed_extraction_leaves_nothing_that_is_used(tmp_path, clip, monkeyp
     stale = tmp_path / key[:2] / f".{key}.dead.tmp"
     stale.mkdir()
     (stale / "000000.jpg").write_bytes(b"half")
-    monkeypatch.setattr(cache_module, "iter_frames", _real_iter_frames)
+    monkeypatch.setattr(cache_module, "turn_frames", _real_turn_frames)
     assert [read_code(image) for image in cache.load(path)] == expected_frames(times, 1.0, 6)
     assert sorted(p.name for p in (tmp_path / key[:2]).iterdir()) == [key]
 

@@ -1,0 +1,152 @@
+"""Frame extraction speed: our cache extractor vs per-frame OpenCV seeking vs a full decode.
+
+The clip (default: 10 minutes, 640×360, 30 fps, H.264, GOP 250, up to 3 B-frames) is
+generated into a temporary directory. Rates are turns (kept frames at 1 fps) per second of
+wall time; the full decode is the practical ceiling: ``ffmpeg -i clip -f null -`` when an
+ffmpeg binary exists, otherwise a PyAV decode of every frame (``ffmpeg_limit_method`` says
+which). Each measurement runs in a fresh process; ours and the full decode alternate for
+``--rounds`` rounds and the best round counts (the machine is shared). Prints one JSON line.
+Targets: ours >= 4x the seek baseline and >= 1.0x the full decode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import multiprocessing
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from streamo.protocol import turn_count  # noqa: E402
+from streamo.video.probe import probe_duration  # noqa: E402
+from streamo.video.synthetic import frame_times, write_clip  # noqa: E402
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_ours(clip: str, cache_dir: str) -> dict:
+    from streamo.video.cache import FrameCache
+
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    cache = FrameCache(cache_dir)
+    start = time.perf_counter()
+    entry = cache.ensure(clip)
+    seconds = time.perf_counter() - start
+    sizes = [path.stat().st_size for path in entry.paths]
+    return {"seconds": seconds, "turns": len(sizes), "bytes": sum(sizes), "size": [entry.width, entry.height],
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def run_seek_baseline(clip: str, size: list[int]) -> dict:
+    """The original approach: seek OpenCV to each turn's frame index, read it, resize it."""
+    import cv2
+
+    capture = cv2.VideoCapture(clip)
+    native_fps = capture.get(cv2.CAP_PROP_FPS)
+    turns = turn_count(probe_duration(clip))
+    start = time.perf_counter()
+    kept = 0
+    for turn in range(turns):
+        capture.set(cv2.CAP_PROP_POS_FRAMES, round(turn * native_fps))
+        ok, picture = capture.read()
+        if ok:
+            cv2.cvtColor(cv2.resize(picture, tuple(size), interpolation=cv2.INTER_CUBIC), cv2.COLOR_BGR2RGB)
+            kept += 1
+    seconds = time.perf_counter() - start
+    capture.release()
+    return {"seconds": seconds, "turns": kept, "peak_rss_mb": _peak_rss_mb()}
+
+
+def run_full_decode(clip: str) -> dict:
+    ffmpeg = shutil.which("ffmpeg")
+    start = time.perf_counter()
+    if ffmpeg:
+        subprocess.run([ffmpeg, "-v", "error", "-i", clip, "-f", "null", "-"], check=True)
+        frames, method = None, "ffmpeg-binary"
+    else:
+        import av
+
+        with av.open(clip) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            frames = sum(1 for _ in container.decode(stream))
+        method = "pyav-full-decode"
+    return {"seconds": time.perf_counter() - start, "frames": frames, "method": method}
+
+
+def _in_fresh_process(function, *args) -> dict:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+_PICTURE_TYPES = {1: "I", 2: "P", 3: "B"}
+
+
+def frame_types(clip: str) -> dict[str, int]:
+    import av
+
+    with av.open(clip) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        counts = collections.Counter(int(frame.pict_type) for frame in container.decode(stream))
+    return {_PICTURE_TYPES.get(kind, str(kind)): count for kind, count in sorted(counts.items())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=600.0, help="clip length (default: 600)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of ours and the full decode")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="streamo-frames-bench-") as work:
+        clip = str(Path(work) / "clip.mp4")
+        started = time.perf_counter()
+        write_clip(clip, frame_times(int(args.seconds * 30), 30), width=640, height=360, gop=250, bframes=3)
+        encode_seconds = time.perf_counter() - started
+        turns = turn_count(probe_duration(clip))
+        ours, full = [], []
+        for _ in range(args.rounds):
+            ours.append(_in_fresh_process(run_ours, clip, str(Path(work) / "cache")))
+            full.append(_in_fresh_process(run_full_decode, clip))
+        best_ours = min(ours, key=lambda r: r["seconds"])
+        best_full = min(full, key=lambda r: r["seconds"])
+        seek = _in_fresh_process(run_seek_baseline, clip, best_ours["size"])
+        ours_fps = best_ours["turns"] / best_ours["seconds"]
+        seek_fps = seek["turns"] / seek["seconds"]
+        full_fps = turns / best_full["seconds"]
+        result = {
+            "clip": {"seconds": args.seconds, "size": "640x360", "fps": 30, "gop": 250, "codec": "h264",
+                     "mbytes": round(Path(clip).stat().st_size / 2**20, 2), "frame_types": frame_types(clip),
+                     "encode_seconds": round(encode_seconds, 1)},
+            "turns": turns,
+            "unit": "turns (kept 1-fps frames) per wall-clock second",
+            "ours_fps": round(ours_fps, 2),
+            "ours_rounds_fps": [round(r["turns"] / r["seconds"], 2) for r in ours],
+            "seek_baseline_fps": round(seek_fps, 2),
+            "ffmpeg_limit_fps": round(full_fps, 2),
+            "ffmpeg_limit_method": best_full["method"],
+            "ffmpeg_limit_rounds_fps": [round(turns / r["seconds"], 2) for r in full],
+            "ours_vs_seek": round(ours_fps / seek_fps, 2),
+            "ours_vs_ffmpeg_limit": round(ours_fps / full_fps, 3),
+            "peak_rss_mb": round(best_ours["peak_rss_mb"], 1),
+            "seek_baseline_peak_rss_mb": round(seek["peak_rss_mb"], 1),
+            "cache_bytes_per_frame": round(best_ours["bytes"] / best_ours["turns"]),
+            "frame_size": "x".join(map(str, best_ours["size"])),
+            "targets_met": ours_fps >= 4 * seek_fps and ours_fps >= full_fps,
+        }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
