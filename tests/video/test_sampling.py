@@ -159,3 +159,17 @@ def test_smart_resize_matches_qwen_vl_utils_on_common_sizes():
         for max_pixels in (MAX_PIXELS, 256 * 784, 768 * 784):
             theirs = qwen_vl_utils.smart_resize(height, width, 28, min_pixels=MIN_PIXELS, max_pixels=max_pixels)
             assert smart_resize(height, width, MIN_PIXELS, max_pixels) == theirs
+
+
+def test_converter_turns_match_sampled_frames_on_every_clip(clips, tmp_path):
+    from streamo.convert import ConvertOptions, convert_sample
+
+    lying, _ = make_clip(tmp_path, "lie.mkv", 25, 7, container_format="matroska")
+    set_matroska_duration(lying, 30.0)
+    paths = [path for path, _ in clips.values()] + [lying]
+    for path in paths:
+        raw = {"video_path": str(path), "question": [{"content": "What is shown?", "time": "1"}], "response": []}
+        outcome = convert_sample(raw, ConvertOptions(), probe_duration)
+        assert outcome.sample is not None, outcome.problems
+        user_turns = [m for m in outcome.sample["messages"] if m["role"] == "user"]
+        assert len(user_turns) == len(sample_frames(path)), path.name
