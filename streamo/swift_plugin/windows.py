@@ -6,8 +6,8 @@ keeps the system prompt and starts with the questions asked so far, as streaming
 keeps them in its permanent prefix, so the model is never asked to answer a question it
 cannot see. Time tags stay absolute: the template takes each turn's frame from its tag.
 
-Token counts are exact up to the final ``\\n`` after the last turn (ChatML ends the sequence
-without it), so a window is at most one token shorter than its count: never too long.
+Token counts are exact: each ChatML message is tokenized as the template writes it, with one
+frame's visual tokens per ``<stream>`` (tested against the template's own encoding).
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ def frame_tokens(height: int, width: int, factor: int = 28) -> int:
     return (height // factor) * (width // factor)
 
 
-def _carried(first_questions: Sequence[str], earlier: Sequence[str]) -> list[str]:
-    seen = set(first_questions)
+def carried_questions(own: Sequence[str], earlier: Sequence[str]) -> list[str]:
+    """Questions a window's first turn repeats: those asked before it, each once, in the order
+    asked, except the ones the turn asks itself. Streaming inference keeps the same prefix."""
+    seen = set(own)
     carried = []
     for question in earlier:
         if question not in seen:
@@ -82,7 +84,7 @@ def split_windows(
     start = 0
     while start < len(pairs):
         first = [dict(message) for message in pairs[start]]
-        carried = _carried(timeline.turns[start].questions, asked)
+        carried = carried_questions(timeline.turns[start].questions, asked)
         if carried:
             first[0]["content"] = "\n".join(carried) + "\n" + first[0]["content"]
         total = base + pair_cost(first)
