@@ -1,0 +1,305 @@
+"""``StreamingSession``: one live conversation with a Qwen2.5-VL stream model, one frame a second.
+
+The original approach re-sent the whole conversation (every frame so far) each second, so
+each decision cost more than the last. This session keeps the keys and values of
+everything the model has read in a transformers ``DynamicCache`` and, per frame, runs the
+vision encoder on that frame only and prefills only the new tokens:
+
+    [tail of the previous reply]  <|im_start|>user\\n[questions\\n]<Xs-Ys>\\n<frame><|im_end|>\\n<|im_start|>assistant\\n
+
+then compares the three state logits. Only for ``</Response>`` does it feed the state
+token and decode the answer greedily until ``<|im_end|>``. The reply's tokens are written
+exactly as training writes them (the answer text re-tokenized, ``<|im_end|>\\n`` closing
+it) and enter the cache with the next frame's prefill, so a silent second costs one
+forward pass.
+
+Bounded memory (``window``): the system prompt is a permanent prefix; when the window
+holds ``window`` seconds of turns, the oldest ``eviction_block`` seconds are dropped
+and the retained turns are re-encoded after the prefix in the same forward pass as the
+new frame, laid out as a training window (the first retained turn repeats the questions
+asked before it). Re-encoding (with cached frame embeddings, no vision encoder) keeps
+M-RoPE positions contiguous and makes the context token-for-token a conversation the
+model was trained on; it costs one longer prefill every ``eviction_block`` seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+from transformers import DynamicCache
+
+from ..protocol import DEFAULT_SYSTEM_PROMPT, State, assistant_text, turn_of
+from ..video.sampling import MAX_PIXELS, MIN_PIXELS, smart_resize
+from .decoding import AnswerDecoder, DecisionRule
+from .prompt import PromptTokens, carried_questions, chunk_positions, state_token_ids
+
+_EPS = 1e-6
+
+
+@dataclass
+class StreamEvent:
+    """The model's decision for one frame."""
+
+    t: float
+    """Start of the frame's turn in seconds (turn k at f fps: k/f)."""
+    turn: int
+    state: State
+    text: str
+    """The answer for Response, empty otherwise."""
+    latency_ms: float
+    """Wall time from receiving the frame to the decision (and answer)."""
+    probabilities: dict[State, float] = field(default_factory=dict)
+    """P(state) over the three state tokens, after the decision bias."""
+
+    def as_record(self) -> dict[str, Any]:
+        """The JSON line ``streamo stream --json`` prints and ``streamo eval`` reads."""
+        return {"t": self.t, "state": self.state.value, "text": self.text, "latency_ms": round(self.latency_ms, 3)}
+
+
+@dataclass
+class _Turn:
+    index: int
+    questions: list[str]
+    grid: tuple[int, int]
+    """Frame size in merged patches (height, width)."""
+    user_ids: list[int]
+    state: State = State.SILENCE
+    answer: str = ""
+    reply_ids: list[int] = field(default_factory=list)
+    image_embeds: torch.Tensor | None = None
+    """Kept only while a window may re-encode this turn."""
+
+
+class StreamingSession:
+    """Feed frames (``push_frame``) and questions (``ask``); get one ``StreamEvent`` per frame.
+
+    ``model`` is a ``Qwen2_5_VLForConditionalGeneration`` whose tokenizer holds the three
+    state tokens; ``processor`` its ``AutoProcessor`` (tokenizer and image processor).
+    ``window`` (seconds) bounds the cache; ``None`` keeps the whole stream.
+    """
+
+    def __init__(
+        self,
+        model,
+        processor,
+        fps: float = 1.0,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        window: float | None = None,
+        eviction_block: float | None = None,
+        decision: DecisionRule | None = None,
+        max_new_tokens: int = 128,
+        max_pixels: int = MAX_PIXELS,
+        min_pixels: int = MIN_PIXELS,
+    ) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        if not system_prompt or not system_prompt.strip():
+            raise ValueError("system_prompt must not be empty")
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.fps = fps
+        self.system_prompt = system_prompt
+        self.decision = decision or DecisionRule()
+        self.max_pixels, self.min_pixels = max_pixels, min_pixels
+        self.tokens = PromptTokens(self.tokenizer, fps)
+        self.state_ids = state_token_ids(self.tokenizer)
+        self._state_id_list = [self.state_ids[state] for state in State]
+        self.decoder = AnswerDecoder(self.tokenizer, model.lm_head.out_features, max_new_tokens)
+        self.merge_size = model.config.vision_config.spatial_merge_size
+        self.window_turns, self.block_turns = _window_turns(window, eviction_block, fps)
+        self.device = model.device
+
+        self._turns: list[_Turn] = []  # turns whose tokens are in (or pending for) the cache
+        self._asked: list[tuple[int, str]] = []  # (turn, question) of every question shown so far
+        self._waiting: list[tuple[int, str]] = []  # questions for frames not pushed yet
+        self._next_turn = 0
+        self._cache = DynamicCache(config=model.config)
+        self._ids: list[int] = []  # mirror of the token ids in the cache
+        self._pending: list[int] = []  # reply tail that enters the cache with the next frame
+        self._reply_start = 0  # cache length where the latest assistant message begins
+        self._next_position = 0
+        with torch.inference_mode():
+            self._forward(self.tokens.system(system_prompt), [], [])
+        self._prefix_length = len(self._ids)
+        self._prefix_position = self._next_position
+
+    # ----------------------------------------------------------------- public API
+
+    def ask(self, text: str, t: float | None = None) -> int:
+        """Show ``text`` with the frame of moment ``t`` (seconds; "5" means the turn <4s-5s>),
+        or with the next frame when ``t`` is None or that frame was already pushed.
+        Returns the turn that will carry the question."""
+        question = text.strip() if isinstance(text, str) else ""
+        if not question:
+            raise ValueError("empty question")
+        if t is not None and not (math.isfinite(t) and t >= 0):
+            raise ValueError(f"question time must be a number of seconds >= 0, got {t!r}")
+        turn = self._next_turn if t is None else max(turn_of(t, self.fps), self._next_turn)
+        self._waiting.append((turn, question))
+        return turn
+
+    def push_frame(self, image: Image.Image, t: float | None = None) -> StreamEvent:
+        """Read the frame of moment ``t`` (its turn's start, seconds; None: the next turn)
+        and decide. Frames must come in time order; a skipped turn keeps its absolute tag."""
+        started = time.perf_counter()
+        turn = self._next_turn if t is None else int(math.floor(t * self.fps + _EPS))
+        if turn < self._next_turn:
+            raise ValueError(f"frame at t={t} belongs to turn {turn}, but turn {self._next_turn - 1} was already read")
+        questions = [question for at, question in self._waiting if at <= turn]
+        self._waiting = [(at, question) for at, question in self._waiting if at > turn]
+        with torch.inference_mode():
+            embeds, grid = self._encode_frame(image)
+            current = _Turn(turn, questions, grid, self.tokens.user(turn, questions, grid[0] * grid[1]))
+            if self.window_turns is not None:
+                current.image_embeds = embeds
+            if self.window_turns is not None and len(self._turns) + 1 > self.window_turns:
+                logits = self._evict_and_prefill(current, embeds)
+            else:
+                logits = self._forward(self._pending + current.user_ids, [embeds], [grid])
+            self._pending = []
+            self._reply_start = len(self._ids)
+            state, probabilities = self.decision.decide(logits[self._state_id_list])
+            answer = self._answer() if state is State.RESPONSE else ""
+            self._close_reply(current, state, answer)
+        self._turns.append(current)
+        self._asked.extend((turn, question) for question in questions)
+        self._next_turn = turn + 1
+        latency = (time.perf_counter() - started) * 1000
+        return StreamEvent(turn / self.fps, turn, state, answer, latency, probabilities)
+
+    @property
+    def cache_length(self) -> int:
+        """Tokens whose keys and values the cache holds."""
+        return self._cache.get_seq_length()
+
+    def context_ids(self) -> list[int]:
+        """Every token the model has read or will read before the next frame."""
+        return self._ids + self._pending
+
+    def context_messages(self) -> list[dict[str, str]]:
+        """The conversation in the cache, in stream format (``<stream>`` for each frame):
+        with a window, a training window whose first turn repeats earlier questions."""
+        messages = [{"role": "system", "content": self.system_prompt}]
+        for position, turn in enumerate(self._turns):
+            questions = self._first_questions(turn) if position == 0 else turn.questions
+            messages.append({"role": "user", "content": self.tokens.user_content(turn.index, questions)})
+            messages.append({"role": "assistant", "content": assistant_text(turn.state, turn.answer)})
+        return messages
+
+    # ----------------------------------------------------------------- internals
+
+    def _encode_frame(self, image: Image.Image) -> tuple[torch.Tensor, tuple[int, int]]:
+        image = fit_to_budget(image, self.min_pixels, self.max_pixels)
+        inputs = self.processor.image_processor(images=[image], return_tensors="pt", do_resize=False)
+        grid_thw = inputs["image_grid_thw"].to(self.device)
+        pixels = inputs["pixel_values"].to(self.device)
+        embeds = self.model.model.get_image_features(pixels, grid_thw, return_dict=True).pooler_output[0]
+        _, grid_h, grid_w = (int(v) for v in inputs["image_grid_thw"][0])
+        return embeds, (grid_h // self.merge_size, grid_w // self.merge_size)
+
+    def _forward(self, ids: list[int], frames: Sequence[torch.Tensor], grids: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """Append ``ids`` (with ``frames`` at their image pads) to the cache; return the
+        vocabulary logits at the last new position."""
+        positions, next_position = chunk_positions(ids, self.tokens.image_token_id, grids, self._next_position)
+        input_ids = torch.tensor([ids], device=self.device)
+        embeds = self.model.model.get_input_embeddings()(input_ids)
+        if frames:
+            mask = (input_ids == self.tokens.image_token_id).unsqueeze(-1).expand_as(embeds)
+            embeds = embeds.masked_scatter(mask, torch.cat(list(frames)).to(embeds.dtype))
+        hidden = self.model.model.language_model(
+            inputs_embeds=embeds,
+            position_ids=positions.unsqueeze(1).to(self.device),
+            past_key_values=self._cache,
+            use_cache=True,
+        ).last_hidden_state
+        self._ids.extend(ids)
+        self._next_position = next_position
+        return self.model.lm_head(hidden[0, -1])
+
+    def _truncate(self, length: int) -> None:
+        """Drop cached tokens after the first ``length``; the caller resets positions."""
+        surplus = len(self._ids) - length
+        if surplus > 0:
+            self._cache.crop(-surplus)
+            del self._ids[length:]
+
+    def _answer(self) -> str:
+        logits = self._forward([self.state_ids[State.RESPONSE]], [], [])
+        answer: list[int] = []
+        while len(answer) < self.decoder.max_new_tokens:
+            token = self.decoder.pick(logits)
+            if token in self.decoder.stop_ids:
+                break
+            answer.append(token)
+            if len(answer) < self.decoder.max_new_tokens:
+                logits = self._forward([token], [], [])
+        return self.decoder.text(answer)
+
+    def _close_reply(self, turn: _Turn, state: State, answer: str) -> None:
+        """Record the reply as training writes it; decoded tokens that differ from its
+        tokenization are dropped from the cache and the rest waits for the next prefill."""
+        turn.state, turn.answer = state, answer
+        turn.reply_ids = self.tokens.reply(state, answer)
+        fed = self._ids[self._reply_start:]
+        same = 0
+        while same < len(fed) and same < len(turn.reply_ids) and fed[same] == turn.reply_ids[same]:
+            same += 1
+        if same < len(fed):
+            # Only text tokens follow the reply start: one position each.
+            self._next_position -= len(fed) - same
+            self._truncate(self._reply_start + same)
+        self._pending = turn.reply_ids[same:]
+
+    def _first_questions(self, turn: _Turn) -> list[str]:
+        earlier = [question for at, question in self._asked if at < turn.index]
+        return carried_questions(turn.questions, earlier) + turn.questions
+
+    def _evict_and_prefill(self, current: _Turn, embeds: torch.Tensor) -> torch.Tensor:
+        # block < window, so at least one old turn stays and opens the window.
+        drop = max(self.block_turns, len(self._turns) + 1 - self.window_turns)
+        self._turns = self._turns[drop:]
+        self._truncate(self._prefix_length)
+        self._next_position = self._prefix_position
+        ids: list[int] = []
+        frames: list[torch.Tensor] = []
+        grids: list[tuple[int, int]] = []
+        for position, turn in enumerate(self._turns):
+            if position == 0:
+                ids += self.tokens.user(turn.index, self._first_questions(turn), turn.grid[0] * turn.grid[1])
+            else:
+                ids += turn.user_ids
+            ids += turn.reply_ids
+            frames.append(turn.image_embeds)
+            grids.append(turn.grid)
+        ids += current.user_ids
+        return self._forward(ids, frames + [embeds], grids + [current.grid])
+
+
+def fit_to_budget(image: Image.Image, min_pixels: int, max_pixels: int) -> Image.Image:
+    """RGB, sides multiples of 28 within the pixel budget (frames from ``streamo.video``
+    already are; other pictures are resized like Qwen2.5-VL's image rule)."""
+    image = image.convert("RGB")
+    height, width = smart_resize(image.height, image.width, min_pixels, max_pixels)
+    if (height, width) != (image.height, image.width):
+        image = image.resize((width, height), Image.Resampling.BICUBIC)
+    return image
+
+
+def _window_turns(window: float | None, block: float | None, fps: float) -> tuple[int | None, int]:
+    if window is None:
+        if block is not None:
+            raise ValueError("eviction_block needs a window")
+        return None, 0
+    turns = int(math.floor(window * fps + _EPS))
+    if turns < 2:
+        raise ValueError(f"window must hold at least 2 frames at {fps:g} fps, got {window} s")
+    block_turns = max(1, turns // 4) if block is None else int(math.floor(block * fps + _EPS))
+    if not 1 <= block_turns < turns:
+        raise ValueError(f"eviction_block must hold at least one frame and fewer than the window's {turns}")
+    return turns, block_turns

@@ -1,0 +1,104 @@
+"""A tiny stream model that answers sometimes: the tiny random Qwen2.5-VL with the three
+state tokens, whose output rows are fitted so that, reading a planned conversation, it
+produces the planned states and answers (so Silence, Standby and Response paths all run).
+
+Only output rows change (the head is untied from the input embeddings), so the hidden
+states of a conversation do not depend on the fit: greedy decoding of the planned stream
+reproduces the plan exactly, and unplanned frames give whatever the model makes of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from streamo.protocol import DEFAULT_SYSTEM_PROMPT, State, assistant_text, user_text
+
+FRAME_SIZE = (84, 56)  # width, height: 2x3 merged patches, a non-square M-RoPE grid
+MAX_PIXELS = FRAME_SIZE[0] * FRAME_SIZE[1]
+QUESTION = "What happens to the square?"
+PLAN = [State.SILENCE, State.STANDBY, State.STANDBY, State.RESPONSE, State.SILENCE,
+        State.STANDBY, State.RESPONSE, State.SILENCE]
+ANSWERS = {3: "It turned red.", 6: "It moved to the left."}
+
+
+def frame(seed: int) -> Image.Image:
+    """A small picture that differs from seed to seed."""
+    rng = np.random.default_rng(seed)
+    width, height = FRAME_SIZE
+    pixels = np.empty((height, width, 3), np.uint8)
+    pixels[:] = rng.integers(0, 256, 3)
+    top, left = rng.integers(0, height - 20), rng.integers(0, width - 20)
+    pixels[top:top + 20, left:left + 20] = rng.integers(0, 256, 3)
+    return Image.fromarray(pixels)
+
+
+def planned_messages(turns: int = len(PLAN)) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}]
+    for turn in range(turns):
+        messages.append({"role": "user", "content": user_text(turn, 1.0, [QUESTION] if turn == 0 else [])})
+        messages.append({"role": "assistant", "content": assistant_text(PLAN[turn], ANSWERS.get(turn, ""))})
+    return messages
+
+
+@dataclass
+class StreamModel:
+    model: object
+    processor: object
+    directory: Path
+    """A saved copy (checkpoint layout) for the command-line tests."""
+
+
+def fit_output_rows(model, processor, steps: int = 400) -> None:
+    from streamo.engine.reference import encode_conversation
+
+    tokenizer = processor.tokenizer
+    frames = [frame(turn) for turn in range(len(PLAN))]
+    inputs = encode_conversation(processor, planned_messages(), frames, generation_prompt=False)
+    ids = inputs["input_ids"][0]
+    assistant_header = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    # Positions whose next token belongs to an assistant message: state, answer, <|im_end|>.
+    targets = []
+    for start in range(len(ids) - len(assistant_header)):
+        if ids[start:start + len(assistant_header)].tolist() == assistant_header:
+            position = start + len(assistant_header) - 1
+            while True:
+                targets.append((position, int(ids[position + 1])))
+                position += 1
+                if int(ids[position]) == im_end:
+                    break
+    with torch.no_grad():
+        hidden = model.model(**inputs).last_hidden_state[0]
+    positions = torch.tensor([p for p, _ in targets])
+    labels = torch.tensor([t for _, t in targets])
+    features = hidden[positions]
+    rows = torch.unique(labels)
+    weight = model.lm_head.weight.detach().clone()
+    others = torch.ones(weight.shape[0], dtype=torch.bool)
+    others[rows] = False
+    other_lse = torch.logsumexp(features @ weight[others].T, dim=1)
+    delta = torch.zeros(len(rows), weight.shape[1], requires_grad=True)
+    column = {int(row): index for index, row in enumerate(rows)}
+    target_columns = torch.tensor([column[int(label)] for label in labels])
+    optimizer = torch.optim.Adam([delta], lr=0.2)
+    for _ in range(steps):
+        logits = features @ (weight[rows] + delta).T
+        lse = torch.logaddexp(other_lse, torch.logsumexp(logits, dim=1))
+        loss = (lse - logits.gather(1, target_columns[:, None])[:, 0]).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    weight[rows] += delta.detach()
+    head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    head.weight = torch.nn.Parameter(weight)
+    model.lm_head = head
+    model.config.tie_word_embeddings = False
+    model.config.text_config.tie_word_embeddings = False
+    with torch.no_grad():
+        predicted = (features @ weight.T).argmax(1)
+    assert torch.equal(predicted, labels), "the fitted head does not reproduce the planned replies"
