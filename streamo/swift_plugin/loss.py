@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import orjson
 import torch
 import torch.distributed as dist
 from swift.loss import BaseLoss, loss_map
@@ -36,6 +37,7 @@ from streamo.loss import (
     DEFAULT_GAMMA,
     STATE_ORDER,
     RunningStateAlpha,
+    count_states_in_messages,
     state_alpha_from_counts,
     state_counts,
     stream_focal_loss,
@@ -135,6 +137,11 @@ def dataset_state_counts(dataset: Any, token_ids: tuple[int, int, int]) -> Count
     if "messages" in rows.column_names:
         for batch in rows.select_columns(["messages"]).with_format("arrow").iter(batch_size=4096):
             messages = pc.list_flatten(batch.column("messages"))
+            if not pa.types.is_struct(messages.type):
+                # ms-swift stores each message as JSON text (the ``Json`` feature).
+                decoded = (orjson.loads(item) if isinstance(item, (str, bytes)) else item for item in messages.to_pylist())
+                counts.update(count_states_in_messages(decoded))
+                continue
             is_assistant = pc.equal(pc.struct_field(messages, "role"), "assistant")
             content = pc.utf8_ltrim_whitespace(pc.struct_field(messages, "content"))
             for state in STATE_ORDER:

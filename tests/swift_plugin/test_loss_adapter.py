@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from types import SimpleNamespace
 
+import datasets
 import pytest
 import torch
 from datasets import Dataset as HfDataset
@@ -144,6 +145,13 @@ def test_dataset_alpha_counts_the_lazy_training_dataset(tokenizer, batch, monkey
     assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
     loss.backward()
     assert logits.grad.dtype == torch.bfloat16 and logits.grad.abs().sum() > 0
+
+
+def test_dataset_counts_from_json_encoded_messages(tokenizer):
+    """ms-swift's preprocessed datasets hold each message as JSON text."""
+    features = datasets.Features({"messages": datasets.List(datasets.Json())})
+    rows = HfDataset.from_list([conversation(states) for states in DATASET_STATES], features=features)
+    assert dataset_state_counts(LazyLLMDataset(rows, lambda row: row), state_token_ids(tokenizer)) == DATASET_COUNTS
 
 
 def test_dataset_counts_from_encoded_labels(tokenizer):
