@@ -291,6 +291,28 @@ def _build_eval(sub) -> None:
     parser.set_defaults(handler=cmd_eval)
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    from .engine.command import StreamInputError, run_stream
+
+    try:
+        return run_stream(args)
+    except StreamInputError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _build_stream(sub) -> None:
+    from .engine.command import add_arguments
+
+    parser = sub.add_parser(
+        "stream",
+        help="play a video through a stream model and print each second's state and answer",
+        description="Play a video (file, frame directory or live stream on stdin) through a stream model with "
+        "the incremental KV-cache engine, printing one line (or JSON line) per second.",
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=cmd_stream)
+
+
 COMMANDS: dict[str, Callable] = {
     "convert": _build_convert,
     "validate": _build_validate,
@@ -299,6 +321,7 @@ COMMANDS: dict[str, Callable] = {
     "tiny-model": _build_tiny_model,
     "frames": _build_frames,
     "eval": _build_eval,
+    "stream": _build_stream,
 }
 DATA_COMMANDS = ("convert", "validate", "stats")
 

@@ -174,6 +174,11 @@ class StreamingSession:
         return StreamEvent(turn / self.fps, turn, state, answer, latency, probabilities)
 
     @property
+    def waiting_questions(self) -> list[tuple[int, str]]:
+        """(turn, text) of questions whose frame has not been pushed yet."""
+        return list(self._waiting)
+
+    @property
     def cache_length(self) -> int:
         """Tokens whose keys and values the cache holds."""
         return self._cache.get_seq_length()

@@ -1,0 +1,237 @@
+"""``streamo stream``: play a video through a stream model and print each second's decision.
+
+Inputs are checked before the model is loaded, so a wrong path or question time fails in
+a second with a one-line message. Frames come from ``streamo.video`` (the sampling rule
+training used, resized to the checkpoint's pixel budget), from a directory of pictures
+(one per turn, in name order), or from a live stream piped to standard input (``-``).
+This module imports no torch at import time: ``streamo --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from ..cli import _positive_float, _positive_int
+from ..protocol import DEFAULT_SYSTEM_PROMPT, State, format_seconds, time_tag, turn_count, turn_of
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+
+class StreamInputError(ValueError):
+    """Arguments or inputs ``streamo stream`` cannot use (exit status 2)."""
+
+
+@dataclass
+class FrameInput:
+    name: str
+    turns: int | None
+    """Number of turns when known in advance (files, directories); None for a live stream."""
+    frames: Iterator[tuple[int, object]]
+    """(turn, PIL image) in turn order."""
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be seconds >= 0: {text!r}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1]: {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint directory (swift sft output or a saved Qwen2.5-VL)")
+    parser.add_argument("--video", required=True,
+                        help="video file, directory of frame pictures (one per turn, name order), or - for a live stream on stdin")
+    parser.add_argument("--question", action="append", default=[], help="question text (repeatable)")
+    parser.add_argument("--at", action="append", type=_seconds, default=[],
+                        help="second at which the matching --question is asked (repeatable; '5' shows it with <4s-5s>; default 0)")
+    parser.add_argument("--questions", type=Path, help="raw annotation file whose questions to ask (placed as the converter places them)")
+    parser.add_argument("--sample", type=int, default=0, help="record of --questions to use (default: 0)")
+    parser.add_argument("--fps", type=_positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
+    parser.add_argument("--window", type=_positive_float, help="keep at most this many seconds of turns in the cache")
+    parser.add_argument("--eviction-block", type=_positive_float,
+                        help="seconds dropped at once when the window is full (default: a quarter of the window)")
+    parser.add_argument("--max-new-tokens", type=_positive_int, default=128, help="longest answer in tokens (default: 128)")
+    parser.add_argument("--response-threshold", type=_probability,
+                        help="answer only when P(Response) over the three states is at least this")
+    parser.add_argument("--max-pixels", type=_positive_int,
+                        help="pixel budget per frame (default: the checkpoint's max_pixels, else $MAX_PIXELS, else 100352)")
+    parser.add_argument("--system-prompt-file", type=Path, help="system prompt used in training (default: Streamo's built-in prompt)")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--json", action="store_true", help='print JSON lines {"t", "state", "text", "latency_ms"}')
+    parser.add_argument("--realtime", action="store_true", help="pace frames by the wall clock instead of as fast as possible")
+
+
+def open_input(source: str, fps: float, max_pixels: int, min_pixels: int) -> FrameInput:
+    """The frames of ``source``; raises StreamInputError naming it when it cannot be read."""
+    from ..video import VideoError, iter_frames, probe_duration
+
+    if source == "-":
+        return FrameInput("stdin", None, _video_frames(iter_frames(sys.stdin.buffer, fps, max_pixels, min_pixels), "stdin"))
+    path = Path(source)
+    if path.is_dir():
+        pictures = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not pictures:
+            raise StreamInputError(f"{path}: no frame pictures ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return FrameInput(str(path), len(pictures), _picture_frames(pictures))
+    if not path.is_file():
+        raise StreamInputError(f"{path}: no such file or directory")
+    try:
+        turns = turn_count(probe_duration(path), fps)
+    except VideoError as exc:
+        raise StreamInputError(f"{path}: unreadable video ({exc})") from None
+    if turns == 0:
+        raise StreamInputError(f"{path}: shorter than one frame at {fps:g} fps")
+    return FrameInput(str(path), turns, _video_frames(iter_frames(path, fps, max_pixels, min_pixels, turns=turns), str(path)))
+
+
+def _video_frames(frames, name: str) -> Iterator[tuple[int, object]]:
+    from ..video import VideoError
+
+    try:
+        for sampled in frames:
+            yield sampled.turn, sampled.image
+    except VideoError as exc:
+        raise StreamInputError(f"{name}: {exc}") from None
+
+
+def _picture_frames(pictures: list[Path]) -> Iterator[tuple[int, object]]:
+    from PIL import Image, UnidentifiedImageError
+
+    for turn, picture in enumerate(pictures):
+        try:
+            with Image.open(picture) as image:
+                yield turn, image.convert("RGB")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise StreamInputError(f"{picture}: unreadable frame picture ({exc})") from None
+
+
+def gather_questions(args: argparse.Namespace, source: FrameInput) -> list[tuple[float, str]]:
+    """(second, text) of every question, checked against the input's length."""
+    if args.at and len(args.at) != len(args.question):
+        raise StreamInputError(f"give one --at per --question ({len(args.question)} questions, {len(args.at)} times)")
+    asked = list(zip(args.at or [0.0] * len(args.question), args.question))
+    for number, (_, text) in enumerate(asked, start=1):
+        if not text.strip():
+            raise StreamInputError(f"--question {number} is empty")
+    if args.questions is not None:
+        asked += _annotation_questions(args.questions, args.sample, args.fps, source)
+    if not asked:
+        raise StreamInputError("nothing to ask: give --question (with --at) or --questions")
+    if source.turns is not None:
+        for moment, text in asked:
+            if turn_of(moment, args.fps) >= source.turns:
+                raise StreamInputError(
+                    f"question {text!r} at {format_seconds(moment)} s is after the end of {source.name} "
+                    f"({format_seconds(source.turns / args.fps)} s at {args.fps:g} fps)"
+                )
+    return [(moment, text.strip()) for moment, text in asked]
+
+
+def _annotation_questions(path: Path, sample: int, fps: float, source: FrameInput) -> list[tuple[float, str]]:
+    from ..convert import ConvertOptions, convert_sample
+    from ..jsonfiles import InvalidRecord, iter_records
+    from ..protocol import parse_stream_messages
+
+    if not path.is_file():
+        raise StreamInputError(f"{path}: no such file")
+    if source.turns is None:
+        raise StreamInputError("--questions needs an input of known length; with a live stream use --question/--at")
+    try:
+        records = list(iter_records(path))
+    except InvalidRecord as exc:
+        raise StreamInputError(str(exc)) from None
+    if not 0 <= sample < len(records):
+        raise StreamInputError(f"{path}: no record {sample} (the file holds {len(records)})")
+    record = records[sample]
+    if isinstance(record, dict):
+        # The input's own length places the questions, not a duration written for another file.
+        record = {key: value for key, value in record.items() if key != "duration"}
+    outcome = convert_sample(record, ConvertOptions(fps=fps), probe=lambda _: source.turns / fps)
+    if outcome.sample is None:
+        problems = "; ".join(f"{p.field}: {p.message}" for p in outcome.problems if p.severity == "error")
+        raise StreamInputError(f"{path}: record {sample}: {problems}")
+    timeline = parse_stream_messages(outcome.sample["messages"])
+    return [(turn.end, question) for turn in timeline.turns for question in turn.questions]
+
+
+def _format(event, fps: float) -> str:
+    line = f"{time_tag(event.turn, fps)}  {event.state.value:<8}"
+    return f"{line}  {event.text}" if event.text else line.rstrip()
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    from ..video import MIN_PIXELS
+    from .loading import ModelLoadError, load_stream_model, training_max_pixels
+
+    system_prompt = DEFAULT_SYSTEM_PROMPT
+    if args.system_prompt_file is not None:
+        try:
+            system_prompt = args.system_prompt_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StreamInputError(f"{args.system_prompt_file}: {exc}") from None
+    if args.window is not None and args.window * args.fps < 2:
+        raise StreamInputError(f"--window must hold at least 2 frames at {args.fps:g} fps")
+    if args.eviction_block is not None and args.window is None:
+        raise StreamInputError("--eviction-block needs --window")
+    max_pixels = args.max_pixels or training_max_pixels(args.model)
+    source = open_input(args.video, args.fps, max_pixels, MIN_PIXELS)
+    questions = gather_questions(args, source)
+    try:
+        model, processor = load_stream_model(args.model, args.device)
+    except ModelLoadError as exc:
+        raise StreamInputError(str(exc)) from None
+
+    from .decoding import DecisionRule
+    from .session import StreamingSession
+
+    try:
+        session = StreamingSession(
+            model, processor, fps=args.fps, system_prompt=system_prompt, window=args.window,
+            eviction_block=args.eviction_block, decision=DecisionRule(response_threshold=args.response_threshold),
+            max_new_tokens=args.max_new_tokens, max_pixels=max_pixels,
+        )
+    except ValueError as exc:
+        raise StreamInputError(str(exc)) from None
+    for moment, text in questions:
+        session.ask(text, moment)
+
+    latencies, responses = [], 0
+    started = time.monotonic()
+    for turn, image in source.frames:
+        if args.realtime:
+            time.sleep(max(0.0, started + turn / args.fps - time.monotonic()))
+        event = session.push_frame(image, turn / args.fps)
+        latencies.append(event.latency_ms)
+        responses += event.state is State.RESPONSE
+        print(json.dumps(event.as_record(), ensure_ascii=False) if args.json else _format(event, args.fps), flush=True)
+    for turn, text in session.waiting_questions:
+        print(f"warning: the stream ended before turn {turn}; question {text!r} was never shown", file=sys.stderr)
+    if latencies:
+        ordered = sorted(latencies)
+        print(
+            f"{source.name}: {len(latencies)} frames, {responses} responses; latency ms mean "
+            f"{sum(latencies) / len(latencies):.1f}, p95 {ordered[int(0.95 * (len(ordered) - 1))]:.1f}, "
+            f"max {ordered[-1]:.1f}; cache {session.cache_length} tokens",
+            file=sys.stderr,
+        )
+    return 0
