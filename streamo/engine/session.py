@@ -2,7 +2,8 @@
 
 The original approach re-sent the whole conversation (every frame so far) each second, so
 each decision cost more than the last. This session keeps the keys and values of
-everything the model has read in a transformers ``DynamicCache`` and, per frame, runs the
+everything the model has read in a KV cache (``cache.GrowingLayer``: appends without
+re-copying) and, per frame, runs the
 vision encoder on that frame only and prefills only the new tokens:
 
     [tail of the previous reply]  <|im_start|>user\\n[questions\\n]<Xs-Ys>\\n<frame><|im_end|>\\n<|im_start|>assistant\\n
@@ -31,10 +32,10 @@ from typing import Any, Sequence
 
 import torch
 from PIL import Image
-from transformers import DynamicCache
 
 from ..protocol import DEFAULT_SYSTEM_PROMPT, State, assistant_text, turn_of
 from ..video.sampling import MAX_PIXELS, MIN_PIXELS, smart_resize
+from .cache import stream_cache
 from .decoding import AnswerDecoder, DecisionRule
 from .prompt import PromptTokens, carried_questions, chunk_positions, state_token_ids
 
@@ -109,8 +110,7 @@ class StreamingSession:
         self.max_pixels, self.min_pixels = max_pixels, min_pixels
         self.tokens = PromptTokens(self.tokenizer, fps)
         self.state_ids = state_token_ids(self.tokenizer)
-        self._state_id_list = [self.state_ids[state] for state in State]
-        self.decoder = AnswerDecoder(self.tokenizer, model.lm_head.out_features, max_new_tokens)
+        self.decoder = AnswerDecoder(self.tokenizer, model.lm_head.weight.shape[0], max_new_tokens)
         self.merge_size = model.config.vision_config.spatial_merge_size
         self.window_turns, self.block_turns = _window_turns(window, eviction_block, fps)
         self.device = model.device
@@ -119,11 +119,12 @@ class StreamingSession:
         self._asked: list[tuple[int, str]] = []  # (turn, question) of every question shown so far
         self._waiting: list[tuple[int, str]] = []  # questions for frames not pushed yet
         self._next_turn = 0
-        self._cache = DynamicCache(config=model.config)
+        self._cache = stream_cache(model.config)
         self._ids: list[int] = []  # mirror of the token ids in the cache
         self._pending: list[int] = []  # reply tail that enters the cache with the next frame
         self._reply_start = 0  # cache length where the latest assistant message begins
         self._next_position = 0
+        self._state_rows = torch.tensor([self.state_ids[state] for state in State], device=self.device)
         with torch.inference_mode():
             self._forward(self.tokens.system(system_prompt), [], [])
         self._prefix_length = len(self._ids)
@@ -159,12 +160,12 @@ class StreamingSession:
             if self.window_turns is not None:
                 current.image_embeds = embeds
             if self.window_turns is not None and len(self._turns) + 1 > self.window_turns:
-                logits = self._evict_and_prefill(current, embeds)
+                hidden = self._evict_and_prefill(current, embeds)
             else:
-                logits = self._forward(self._pending + current.user_ids, [embeds], [grid])
+                hidden = self._forward(self._pending + current.user_ids, [embeds], [grid])
             self._pending = []
             self._reply_start = len(self._ids)
-            state, probabilities = self.decision.decide(logits[self._state_id_list])
+            state, probabilities = self.decision.decide(self._state_logits(hidden))
             answer = self._answer() if state is State.RESPONSE else ""
             self._close_reply(current, state, answer)
         self._turns.append(current)
@@ -210,7 +211,7 @@ class StreamingSession:
 
     def _forward(self, ids: list[int], frames: Sequence[torch.Tensor], grids: Sequence[tuple[int, int]]) -> torch.Tensor:
         """Append ``ids`` (with ``frames`` at their image pads) to the cache; return the
-        vocabulary logits at the last new position."""
+        final hidden state at the last new position."""
         positions, next_position = chunk_positions(ids, self.tokens.image_token_id, grids, self._next_position)
         input_ids = torch.tensor([ids], device=self.device)
         embeds = self.model.model.get_input_embeddings()(input_ids)
@@ -225,7 +226,13 @@ class StreamingSession:
         ).last_hidden_state
         self._ids.extend(ids)
         self._next_position = next_position
-        return self.model.lm_head(hidden[0, -1])
+        return hidden[0, -1]
+
+    def _state_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits of the three state tokens only: the decision needs no other vocabulary row."""
+        head = self.model.lm_head
+        bias = None if head.bias is None else head.bias[self._state_rows]
+        return torch.nn.functional.linear(hidden, head.weight[self._state_rows], bias)
 
     def _truncate(self, length: int) -> None:
         """Drop cached tokens after the first ``length``; the caller resets positions."""
@@ -235,15 +242,15 @@ class StreamingSession:
             del self._ids[length:]
 
     def _answer(self) -> str:
-        logits = self._forward([self.state_ids[State.RESPONSE]], [], [])
+        hidden = self._forward([self.state_ids[State.RESPONSE]], [], [])
         answer: list[int] = []
         while len(answer) < self.decoder.max_new_tokens:
-            token = self.decoder.pick(logits)
+            token = self.decoder.pick(self.model.lm_head(hidden))
             if token in self.decoder.stop_ids:
                 break
             answer.append(token)
             if len(answer) < self.decoder.max_new_tokens:
-                logits = self._forward([token], [], [])
+                hidden = self._forward([token], [], [])
         return self.decoder.text(answer)
 
     def _close_reply(self, turn: _Turn, state: State, answer: str) -> None:
