@@ -54,15 +54,16 @@ cpu-tiny)
     OUTPUT_DIR="${OUTPUT_DIR:-$REPO/output/cpu-tiny}"
     DEEPSPEED="${DEEPSPEED:-none}"
     MAX_PIXELS="${MAX_PIXELS:-3136}"          # 4 visual tokens per frame
-    MAX_LENGTH="${MAX_LENGTH:-512}"           # the example's clips become several windows
-    LEARNING_RATE="${LEARNING_RATE:-1e-2}"
+    MAX_LENGTH="${MAX_LENGTH:-256}"           # the example's clips become several windows
+    LEARNING_RATE="${LEARNING_RATE:-2e-2}"
     EPOCHS="${EPOCHS:-1}"
     BATCH_SIZE="${BATCH_SIZE:-1}"
     GRAD_ACCUM="${GRAD_ACCUM:-1}"
     ATTN=sdpa
     PRECISION=(--torch_dtype float32 --fp16 false --bf16 false)
-    EXTRA=(--max_steps "${MAX_STEPS:-8}" --gradient_checkpointing false --dataloader_num_workers 0
-           --save_steps "${MAX_STEPS:-8}" --logging_steps 1 --warmup_ratio 0 --check_model false)
+    MAX_STEPS="${MAX_STEPS:-80}"              # enough for the tiny model to open each reply with a state token
+    EXTRA=(--max_steps "$MAX_STEPS" --gradient_checkpointing false --dataloader_num_workers 0
+           --save_steps "$MAX_STEPS" --logging_steps 1 --warmup_ratio 0 --check_model false)
     ;;
 *)
     echo "train.sh: unknown PRESET=$PRESET (gpu | cpu-tiny)" >&2

@@ -110,7 +110,7 @@ def _config(spec: TinyModelSpec):
         "bos_token_id": 151643,
         "eos_token_id": 151645,
         "pad_token_id": 151643,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": False,
     }
     vision_config = {
         "depth": spec.vision_depth,
@@ -128,7 +128,9 @@ def _config(spec: TinyModelSpec):
     return Qwen2_5_VLConfig(
         text_config=text_config,
         vision_config=vision_config,
-        tie_word_embeddings=True,
+        # Untied like Qwen2.5-VL-7B: with a tied output layer a tiny model keeps predicting
+        # its input token and needs many more steps to learn which state follows a turn.
+        tie_word_embeddings=False,
         image_token_id=151655,
         video_token_id=151656,
         vision_start_token_id=151652,

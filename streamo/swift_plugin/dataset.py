@@ -102,9 +102,13 @@ def resolve_video(video: str, data_file: str | None) -> str:
 class StreamPreprocessor(RowPreprocessor):
     """Validates stream samples, turns too-long ones into windows and reports removals."""
 
-    def __init__(self, data_file: str | None = None, settings: StreamSettings | None = None, **kwargs) -> None:
+    def __init__(
+        self, data_file: str | None = None, settings: StreamSettings | None = None, whole_videos: bool = True, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.data_file = data_file
+        # Training samples must cover their whole video; inference samples may stop early (a prefix).
+        self.whole_videos = whole_videos
         self._settings = settings
         self._durations: dict[tuple[str, float], tuple[int, tuple[int, int]]] = {}
 
@@ -161,7 +165,7 @@ class StreamPreprocessor(RowPreprocessor):
         indices = [round(turn.start * fps) for turn in timeline.turns]
         if indices != list(range(indices[0], indices[0] + len(indices))):
             raise RemovedSample("field 'messages': time tags are not consecutive turns")
-        if indices[0] == 0 and len(indices) != frames:
+        if self.whole_videos and indices[0] == 0 and len(indices) != frames:
             raise RemovedSample(f"{len(indices)} <stream> turns but {video} yields {frames} frames at {fps:g} fps")
         if indices[-1] >= frames:
             raise RemovedSample(f"turn {indices[-1]} is past the {frames} frames of {video} at {fps:g} fps")
@@ -270,12 +274,10 @@ def _running_arguments() -> Any:
     return None
 
 
-def register_stream_dataset(path: str) -> None:
+def register_stream_dataset(path: str, whole_videos: bool = True) -> None:
     """Route the stream file ``path`` (as written on the command line) through StreamPreprocessor."""
-    register_dataset(
-        DatasetMeta(dataset_path=path, preprocess_func=StreamPreprocessor(data_file=os.path.abspath(path))),
-        exist_ok=True,
-    )
+    preprocessor = StreamPreprocessor(data_file=os.path.abspath(path), whole_videos=whole_videos)
+    register_dataset(DatasetMeta(dataset_path=path, preprocess_func=preprocessor), exist_ok=True)
 
 
 def register_argument_datasets() -> None:
@@ -285,10 +287,11 @@ def register_argument_datasets() -> None:
     if arguments is None:
         return
     _arguments = arguments
-    for spec in list(getattr(arguments, "dataset", None) or []) + list(getattr(arguments, "val_dataset", None) or []):
+    training = list(getattr(arguments, "dataset", None) or [])
+    for spec in list(getattr(arguments, "val_dataset", None) or []) + training:  # training files win
         syntax = DatasetSyntax.parse(spec)
         if syntax.dataset_type == "path" and syntax.dataset.lower().endswith(_DATA_SUFFIXES):
-            register_stream_dataset(syntax.dataset)
+            register_stream_dataset(syntax.dataset, whole_videos=spec in training)
 
 
 def example_data_file() -> Path:

@@ -27,7 +27,7 @@ def samples(example_rows, tmp_path):
     return [good, short, missing, broken, stateless]
 
 
-def _run(rows, tmp_path, tokenizer, max_length):
+def _run(rows, tmp_path, tokenizer, max_length, whole_videos=True):
     from datasets import Dataset
 
     data_file = tmp_path / "stream.jsonl"
@@ -38,7 +38,7 @@ def _run(rows, tmp_path, tokenizer, max_length):
         frames=FrameSource(max_pixels=SMALL_FRAMES),
         report_dir=str(tmp_path / "run"),
     )
-    preprocessor = StreamPreprocessor(data_file=str(data_file), settings=settings)
+    preprocessor = StreamPreprocessor(data_file=str(data_file), settings=settings, whole_videos=whole_videos)
     dataset = Dataset.from_list([{"messages": row["messages"], "videos": row["videos"]} for row in rows])
     mapped = preprocessor(dataset, load_from_cache_file=False)
     report = json.loads((tmp_path / "run" / "streamo_data_report.json").read_text())
@@ -55,6 +55,11 @@ def test_bad_samples_are_removed_with_reasons_and_counted(samples, tmp_path, str
     assert reasons[2].startswith("field 'videos': video not found")
     assert reasons[3].startswith("field 'videos': unreadable video") and "broken.mp4" in reasons[3]
     assert reasons[4].startswith("field 'messages': message 2")
+
+
+def test_inference_data_may_stop_before_the_video_ends(samples, tmp_path, stream_processor):
+    mapped, report = _run(samples[:2], tmp_path, stream_processor.tokenizer, max_length=None, whole_videos=False)
+    assert len(mapped) == 2 and report["removed_samples"] == 0
 
 
 def test_long_clips_become_windows_that_fit_and_keep_every_turn(example_rows, tmp_path, make_template):
