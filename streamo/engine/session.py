@@ -153,9 +153,9 @@ class StreamingSession:
         if turn < self._next_turn:
             raise ValueError(f"frame at t={t} belongs to turn {turn}, but turn {self._next_turn - 1} was already read")
         questions = [question for at, question in self._waiting if at <= turn]
-        self._waiting = [(at, question) for at, question in self._waiting if at > turn]
         with torch.inference_mode():
             embeds, grid = self._encode_frame(image)
+            self._waiting = [(at, question) for at, question in self._waiting if at > turn]
             current = _Turn(turn, questions, grid, self.tokens.user(turn, questions, grid[0] * grid[1]))
             if self.window_turns is not None:
                 current.image_embeds = embeds

@@ -109,3 +109,29 @@ def test_unreadable_inputs_fail_in_one_line(stream_model, tiny_model_dir, tmp_pa
     assert "single ids" in capsys.readouterr().err
     assert main(["stream", "--model", str(tmp_path), "--video", str(clip), "--question", "What?"]) == 2
     assert "not a model checkpoint" in capsys.readouterr().err
+
+
+def test_live_stream_on_stdin(stream_model, tmp_path, monkeypatch, capsys):
+    import io
+    import sys
+
+    live = tmp_path / "live.ts"
+    write_clip(live, frame_times(25, 5.0), width=112, height=84, container_format="mpegts")  # packets span 4.8 s
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(live.read_bytes())))
+    assert _stream(stream_model, "--video", "-", "--question", "What?", "--at", "2", "--question", "Later?",
+                   "--at", "60", "--json", "--max-new-tokens", "2") == 0
+    captured = capsys.readouterr()
+    assert [json.loads(line)["t"] for line in captured.out.splitlines()] == [0.0, 1.0, 2.0, 3.0]
+    assert "'Later?' was never shown" in captured.err
+
+
+def test_realtime_paces_frames_by_the_clock(stream_model, frame_dir, monkeypatch, capsys):
+    import streamo.engine.command as command
+
+    waits = []
+    monkeypatch.setattr(command.time, "sleep", waits.append)
+    assert _stream(stream_model, "--video", str(frame_dir), "--question", QUESTION, "--realtime", "--fps", "4") == 0
+    capsys.readouterr()
+    # (sleep does not pass time here) Frame k waits until k/4 s after the start, never longer.
+    assert len(waits) == len(PLAN) and all(0 <= wait <= turn / 4 for turn, wait in enumerate(waits))
+    assert waits[-1] > 0
