@@ -175,7 +175,7 @@ def _annotation_questions(path: Path, sample: int, fps: float, source: FrameInpu
 
 
 def _format(event, fps: float) -> str:
-    line = f"{time_tag(event.turn, fps)}  {event.state.value:<8}"
+    line = f"{time_tag(event.turn, fps):<11}  {event.state.value:<8}"  # columns line up up to <999s-1000s>
     return f"{line}  {event.text}" if event.text else line.rstrip()
 
 

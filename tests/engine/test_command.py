@@ -40,7 +40,7 @@ def test_frame_directory_plays_the_plan(stream_model, frame_dir, capsys):
     lines = captured.out.splitlines()
     expected = []
     for turn, state in enumerate(PLAN):
-        line = f"{time_tag(turn)}  {state.value:<8}"
+        line = f"{time_tag(turn):<11}  {state.value:<8}"
         expected.append(f"{line}  {ANSWERS[turn]}" if turn in ANSWERS else line.rstrip())
     assert lines == expected
     assert f"{len(PLAN)} frames, {len(ANSWERS)} responses" in captured.err
