@@ -216,8 +216,8 @@ def _forwarded(args) -> list[str]:
     return ["--config", args.config, "--device", args.device, "--seconds", str(args.seconds),
             "--marks", ",".join(map(str, args.marks)), "--frame-size", f"{args.frame_size[0]}x{args.frame_size[1]}",
             "--answer-every", str(args.answer_every), "--answer-tokens", str(args.answer_tokens),
-            "--reencode-samples", str(args.reencode_samples), "--threads", str(args.threads),
-            "--workdir", str(args.workdir)]
+            "--reencode-samples", str(args.reencode_samples), "--workdir", str(args.workdir),
+            *(["--threads", str(args.threads)] if args.threads else [])]
 
 
 def orchestrate(args) -> dict:
@@ -298,7 +298,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=5, help="silent seconds per mark for the engine's median (default: 5)")
     parser.add_argument("--reencode-samples", type=int, default=3, help="re-encode runs per mark (default: 3)")
     parser.add_argument("--clock", choices=["cpu", "wall"], help="latency measure (default: cpu on CPU, wall on GPU)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, steadier on shared machines)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default: 1 on CPU, steadier on shared machines; torch's choice on GPU)")
     parser.add_argument("--answer-every", type=int, default=10, help="answer every N seconds, 0: never (default: 10)")
     parser.add_argument("--answer-tokens", type=int, default=16, help="answer length in tokens (default: 16)")
     parser.add_argument("--phase", choices=["engine", "engine-window", "reencode"], help=argparse.SUPPRESS)
@@ -308,6 +309,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.marks = sorted({int(mark) for mark in args.marks.split(",")})
     if not args.marks or args.marks[0] < 1 or args.marks[-1] > args.seconds:
         parser.error(f"--marks must lie in 1..{args.seconds}")
+    if args.threads is None and args.device == "cpu":
+        args.threads = 1
     if args.clock is None:
         args.clock = "cpu" if args.device == "cpu" else "wall"
     if args.frame_size is None:
@@ -320,7 +323,8 @@ def main(argv=None) -> int:
     if args.phase is not None:
         import torch
 
-        torch.set_num_threads(args.threads)
+        if args.threads:
+            torch.set_num_threads(args.threads)
         if args.phase == "reencode":
             result = phase_reencode(args)
         else:
