@@ -226,6 +226,8 @@ class StreamPreprocessor(RowPreprocessor):
         mapped = mapped.remove_columns([_INDEX]) if _INDEX in (mapped.column_names or []) else mapped
         if master:
             self._report(samples, kept, len(mapped), removals)
+        if samples and not kept:
+            raise RemovedSample(f"{self.data_file}: all {samples} samples were removed (reasons logged above and in the run report)")
         return mapped
 
     def _report(self, samples: int, kept: int, rows: int, removals: Path | None) -> None:

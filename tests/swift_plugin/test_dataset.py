@@ -84,3 +84,12 @@ def test_relative_video_paths_resolve_from_the_data_file_upwards(tmp_path, monke
     monkeypatch.chdir(tmp_path / "data")
     assert resolve_video("videos/a.mp4", str(tmp_path / "data" / "sub" / "stream.json")) == str(tmp_path / "videos" / "a.mp4")
     assert resolve_video("videos/b.mp4", str(tmp_path / "data" / "sub" / "stream.json")) == "videos/b.mp4"
+
+
+def test_a_file_with_no_usable_sample_stops_with_a_clear_error(samples, tmp_path, stream_processor):
+    from streamo.swift_plugin.dataset import RemovedSample
+
+    with pytest.raises(RemovedSample, match="all 2 samples were removed"):
+        _run(samples[2:4], tmp_path, stream_processor.tokenizer, max_length=None)
+    report = json.loads((tmp_path / "run" / "streamo_data_report.json").read_text())[0]
+    assert report["removed_samples"] == 2
