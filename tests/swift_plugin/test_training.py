@@ -7,6 +7,7 @@ with a state token.
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,13 @@ SWIFT = Path(sys.executable).with_name("swift")
 STEPS = 80
 
 
+def _free_port() -> int:
+    """A port no other process (another test run, say) is listening on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def _train(tiny_model_dir, output_dir: Path, deepspeed: str) -> Path:
     env = {
         **os.environ,
@@ -31,7 +39,7 @@ def _train(tiny_model_dir, output_dir: Path, deepspeed: str) -> Path:
         "MAX_LENGTH": "256",
         "LEARNING_RATE": "2e-2",
         "LOSS": "cross_entropy",
-        "MASTER_PORT": "29533",
+        "MASTER_PORT": str(_free_port()),
     }
     env.pop("STREAMO_FRAME_CACHE", None)
     result = subprocess.run(["bash", str(REPO / "train.sh")], env=env, cwd=output_dir.parent, capture_output=True, text=True, timeout=1200)
