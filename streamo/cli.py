@@ -244,15 +244,44 @@ def _build_frames(sub) -> None:
     parser.set_defaults(handler=cmd_frames)
 
 
+def _run_model_predictions(args: argparse.Namespace, predictions: Path) -> list[str]:
+    """Play every sample of ``args.data`` through ``args.model`` into ``predictions``."""
+    from .engine.loading import ModelLoadError
+    from .jsonfiles import RecordWriter
+    from .model_eval import StreamModel, engine_settings, load_eval_samples, predict_samples
+
+    samples, problems = load_eval_samples(args.data, args.fps, args.video_prefix)
+    if not samples:
+        raise UsageError(f"{args.data}: no usable sample ({'; '.join(problems[:3]) or 'empty'})")
+    try:
+        model = StreamModel(args.model, engine_settings(args), args.device)
+    except ModelLoadError as exc:
+        raise UsageError(str(exc)) from None
+    with RecordWriter(predictions) as writer:
+        problems += predict_samples(model, samples, writer.write, progress=sys.stderr.isatty())
+    return problems
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    import tempfile
+
     from .jsonfiles import InvalidRecord, atomic_write
     from .metrics import evaluate_files
     from .metrics.plot import write_plots
 
-    try:
-        evaluation = evaluate_files(args.predictions, args.data, args.tolerance, args.fps, args.video_prefix)
-    except (InvalidRecord, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+    if args.predictions_out is not None and args.model is None:
+        raise UsageError("--predictions-out needs --model")
+    with tempfile.TemporaryDirectory(prefix="streamo-eval-") as scratch:
+        predictions, run_problems = args.predictions, []
+        if args.model is not None:
+            predictions = args.predictions_out or Path(scratch) / "predictions.jsonl"
+            run_problems = _run_model_predictions(args, predictions)
+        try:
+            evaluation = evaluate_files(predictions, args.data, args.tolerance, args.fps, args.video_prefix)
+        except (InvalidRecord, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+    evaluation.problems[:0] = run_problems
+    evaluation.report["problems"] = evaluation.problems
     for problem in evaluation.problems[:20]:
         print(f"warning: {problem}", file=sys.stderr)
     if len(evaluation.problems) > 20:
@@ -261,7 +290,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if unpredicted:
         print(f"warning: {len(unpredicted)} samples have no predictions and are not scored", file=sys.stderr)
     if not evaluation.items:
-        raise UsageError(f"no sample of {args.data} has predictions in {args.predictions}")
+        raise UsageError(f"no sample of {args.data} has predictions" + ("" if args.model else f" in {args.predictions}"))
     if args.out:
         with atomic_write(args.out) as handle:
             handle.write(json.dumps(evaluation.report, indent=2).encode() + b"\n")
@@ -274,21 +303,107 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    from .engine.command import _probability
+
+    parser.add_argument("--window", type=_positive_float, help="engine: keep at most this many seconds of turns in the cache")
+    parser.add_argument("--response-threshold", type=_probability, help="engine: answer only when P(Response) is at least this")
+    parser.add_argument("--max-new-tokens", type=_positive_int, default=128, help="engine: longest answer in tokens (default: 128)")
+    parser.add_argument("--max-pixels", type=_positive_int, help="engine: pixel budget per frame (default: the checkpoint's)")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+
+
 def _build_eval(sub) -> None:
     parser = sub.add_parser(
         "eval",
-        help="score per-second predictions against ground-truth timelines",
-        description="Score predictions (JSON lines of per-second states and answers) against a stream or raw "
-        "data file: state accuracy and macro-F1, response timing F1 and delay, answer ROUGE-L.",
+        help="score a model or per-second predictions against ground-truth timelines",
+        description="Score predictions (JSON lines of per-second states and answers), or a model run through the "
+        "streaming engine, against a stream or raw data file: state accuracy and macro-F1, response timing F1 "
+        "and delay, answer ROUGE-L.",
     )
-    parser.add_argument("--predictions", required=True, type=_existing_file, help="JSONL: {sample, t, state, text}")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--predictions", type=_existing_file, help="JSONL: {sample, t, state, text}")
+    source.add_argument("--model", help="checkpoint directory: play every sample through the streaming engine")
     parser.add_argument("--data", required=True, type=_existing_file, help="ground truth: stream file or raw annotations")
     parser.add_argument("--tolerance", type=float, default=1.0, help="seconds an answer may be early or late (default: 1)")
-    parser.add_argument("--fps", type=_positive_float, default=1.0, help="turns per second for raw data (default: 1.0)")
-    parser.add_argument("--video-prefix", help="directory prepended to raw samples' video_path (to read durations)")
+    parser.add_argument("--fps", type=_positive_float, default=1.0, help="turns per second (default: 1.0)")
+    parser.add_argument("--video-prefix", help="directory prepended to raw samples' video_path")
     parser.add_argument("--out", type=Path, help="write the full JSON report here")
     parser.add_argument("--plot", type=Path, help="*.png: one picture of all samples; otherwise a directory of pictures")
+    parser.add_argument("--predictions-out", type=Path, help="with --model: keep the predictions JSONL here (to re-score later)")
+    _add_engine_options(parser)
     parser.set_defaults(handler=cmd_eval)
+
+
+def cmd_ovobench(args: argparse.Namespace) -> int:
+    from .jsonfiles import InvalidRecord, RecordWriter, atomic_write
+    from .ovobench import CATEGORY_OF, latency_score, load_annotations, results_as_records, score
+
+    unknown = sorted(set(args.tasks or ()) - set(CATEGORY_OF))
+    if unknown:
+        raise UsageError(f"--tasks: unknown {', '.join(unknown)} (known: {', '.join(CATEGORY_OF)})")
+    if (args.model is None) == (args.predictions is None):
+        raise UsageError("give --model (run the engine) or --predictions (score replies), not both")
+    try:
+        items, problems = load_annotations(args.annotations, str(args.video_root) if args.video_root else None, args.tasks)
+    except InvalidRecord as exc:
+        raise UsageError(str(exc)) from None
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not items:
+        raise UsageError(f"{args.annotations}: no usable item")
+    report: dict = {}
+    if args.model is not None:
+        from .engine.loading import ModelLoadError
+        from .model_eval import StreamModel, engine_settings, ovobench_run
+
+        try:
+            model = StreamModel(args.model, engine_settings(args), args.device)
+        except ModelLoadError as exc:
+            raise UsageError(str(exc)) from None
+        results, runs = ovobench_run(items, model, progress=sys.stderr.isatty())
+        report["latency"] = latency_score(runs)
+    else:
+        from .model_eval import ovobench_replies
+
+        try:
+            results, reply_problems = ovobench_replies(args.predictions, items)
+        except InvalidRecord as exc:
+            raise UsageError(str(exc)) from None
+        problems += reply_problems
+    failed = [f"item {r.probe.item_id!r} probe {r.probe.index}: {r.error}" for r in results if r.error]
+    for problem in failed[:20]:
+        print(f"warning: {problem}", file=sys.stderr)
+    report = {"score": score(results), **report, "problems": problems + failed, "probes": results_as_records(results)}
+    if args.predictions_out:
+        with RecordWriter(args.predictions_out) as writer:
+            for record in report["probes"]:
+                writer.write({"id": record["item_id"], "task": record["task"], "index": record["index"], "reply": record["reply"]})
+    if args.out:
+        with atomic_write(args.out) as handle:
+            handle.write(json.dumps(report, indent=2, ensure_ascii=False).encode() + b"\n")
+    print(json.dumps({"score": report["score"], **({"latency": report["latency"]} if "latency" in report else {})}))
+    return 0
+
+
+def _build_ovobench(sub) -> None:
+    parser = sub.add_parser(
+        "ovobench",
+        help="run a model on OVO-Bench (or score its replies) by the benchmark's rules",
+        description="OVO-Bench: forward-active tasks (REC, SSR, CRR) stream and the model decides when to answer; "
+        "multiple-choice tasks are answered at the probe time. Per-task accuracy, category means, overall, and a "
+        "latency-aware forward score.",
+    )
+    parser.add_argument("--annotations", required=True, type=_existing_file, help="OVO-Bench annotation file (JSON list)")
+    parser.add_argument("--video-root", type=Path, help="directory the annotations' video paths are relative to")
+    parser.add_argument("--model", help="checkpoint directory to run through the streaming engine")
+    parser.add_argument("--predictions", type=_existing_file, help="score these replies instead (JSONL {id, index, reply})")
+    parser.add_argument("--tasks", nargs="+", help="only these tasks (e.g. REC SSR CRR EPM)")
+    parser.add_argument("--fps", type=_positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
+    parser.add_argument("--out", type=Path, help="write the full JSON report (scores, latency, every probe) here")
+    parser.add_argument("--predictions-out", type=Path, help="write the replies (JSONL {id, task, index, reply}) here")
+    _add_engine_options(parser)
+    parser.set_defaults(handler=cmd_ovobench)
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
@@ -321,6 +436,7 @@ COMMANDS: dict[str, Callable] = {
     "tiny-model": _build_tiny_model,
     "frames": _build_frames,
     "eval": _build_eval,
+    "ovobench": _build_ovobench,
     "stream": _build_stream,
 }
 DATA_COMMANDS = ("convert", "validate", "stats")
