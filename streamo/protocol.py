@@ -137,6 +137,45 @@ def parse_assistant(text: str) -> tuple[State | None, str]:
     return None, text.strip()
 
 
+class StateTokenError(ValueError):
+    """A tokenizer that does not hold each state token as a single id."""
+
+
+def state_token_ids(tokenizer) -> dict[State, int]:
+    """Id of each state token (Silence, Standby, Response order); each must be one token.
+
+    Training adds the tokens with ``--new_special_tokens configs/special_tokens.txt``; a
+    tokenizer without them splits ``</Silence>`` into pieces and nothing would work.
+    """
+    ids, problems = {}, []
+    for state, token in STATE_TOKENS.items():
+        encoded = tokenizer.encode(token, add_special_tokens=False)
+        if len(encoded) == 1:
+            ids[state] = int(encoded[0])
+        else:
+            problems.append(f"{token} -> {len(encoded)} tokens {list(encoded)}")
+    if problems:
+        raise StateTokenError(
+            "the state tokens must each be a single token id, but " + "; ".join(problems)
+            + ". Add them when training with --new_special_tokens configs/special_tokens.txt"
+            " (a checkpoint trained that way already contains them)."
+        )
+    return ids
+
+
+def carried_questions(own: Sequence[str], earlier: Sequence[str]) -> list[str]:
+    """Questions the first turn of a window repeats: those asked before the window, each once,
+    in the order asked, except the ones the turn asks itself. Training windows and the
+    streaming engine's evicting cache follow this same rule."""
+    seen = set(own)
+    carried = []
+    for question in earlier:
+        if question not in seen:
+            seen.add(question)
+            carried.append(question)
+    return carried
+
+
 @dataclass
 class Turn:
     """One second (one frame) of a stream conversation."""

@@ -82,3 +82,26 @@ def test_parse_stream_messages_round_trip():
 def test_parse_stream_messages_rejects_broken_conversations(messages):
     with pytest.raises(ProtocolError, match="message"):
         parse_stream_messages(messages)
+
+
+def test_carried_questions_keep_order_once_and_skip_own():
+    from streamo.protocol import carried_questions
+
+    assert carried_questions(["B?"], ["A?", "B?", "A?", "C?"]) == ["A?", "C?"]
+    assert carried_questions([], []) == []
+
+
+def test_state_token_ids_need_single_tokens():
+    from streamo.protocol import StateTokenError, state_token_ids
+
+    class Splitting:
+        def encode(self, text, add_special_tokens=False):
+            return [1, 2] if "Standby" in text else [len(text)]
+
+    class Whole:
+        def encode(self, text, add_special_tokens=False):
+            return [hash(text) % 1000]
+
+    with pytest.raises(StateTokenError, match=r"</Standby> -> 2 tokens.*--new_special_tokens"):
+        state_token_ids(Splitting())
+    assert list(state_token_ids(Whole())) == [State.SILENCE, State.STANDBY, State.RESPONSE]

@@ -19,43 +19,17 @@ from typing import Sequence
 
 import torch
 
-from ..protocol import STATE_TOKENS, STREAM_PLACEHOLDER, State, assistant_text, user_text
+from ..protocol import (  # noqa: F401  (StateTokenError, state_token_ids, carried_questions: re-exported)
+    STREAM_PLACEHOLDER,
+    State,
+    StateTokenError,
+    assistant_text,
+    carried_questions,
+    state_token_ids,
+    user_text,
+)
 
 VISION_SPAN = "<|vision_start|><|image_pad|><|vision_end|>"
-
-
-class StateTokenError(ValueError):
-    """The tokenizer lacks the three state tokens as single ids."""
-
-
-def state_token_ids(tokenizer) -> dict[State, int]:
-    """Id of each state token; raises StateTokenError unless each is exactly one token."""
-    ids, problems = {}, []
-    for state, token in STATE_TOKENS.items():
-        encoded = tokenizer.encode(token, add_special_tokens=False)
-        if len(encoded) == 1:
-            ids[state] = encoded[0]
-        else:
-            problems.append(f"{token} is {len(encoded)} tokens")
-    if problems:
-        raise StateTokenError(
-            "the tokenizer does not hold the state tokens as single ids ("
-            + "; ".join(problems)
-            + "); use a checkpoint trained with --new_special_tokens configs/special_tokens.txt"
-        )
-    return ids
-
-
-def carried_questions(own: Sequence[str], earlier: Sequence[str]) -> list[str]:
-    """Questions asked before a window that its first turn must repeat: each once, in the
-    order asked, leaving out those the turn asks itself (the training windows' rule)."""
-    seen = set(own)
-    carried = []
-    for question in earlier:
-        if question not in seen:
-            seen.add(question)
-            carried.append(question)
-    return carried
 
 
 class PromptTokens:

@@ -42,7 +42,7 @@ from streamo.loss import (
     state_counts,
     stream_focal_loss,
 )
-from streamo.protocol import STATE_TOKENS
+from streamo.protocol import STATE_TOKENS, state_token_ids
 
 logger = get_logger()
 
@@ -93,21 +93,6 @@ def _non_negative(environ: Mapping[str, str], name: str, default: float) -> floa
     if not value >= 0 or value == float("inf"):
         raise ValueError(f"{name}={raw!r}: expected a finite number >= 0")
     return value
-
-
-def state_token_ids(tokenizer: Any) -> tuple[int, int, int]:
-    """Ids of the state tokens (in ``STATE_ORDER``); each must be a single token."""
-    ids = []
-    for state in STATE_ORDER:
-        token = STATE_TOKENS[state]
-        encoded = tokenizer.encode(token, add_special_tokens=False)
-        if len(encoded) != 1:
-            raise ValueError(
-                f"the tokenizer splits {token} into {len(encoded)} tokens; add the state tokens with "
-                "--new_special_tokens (the file shipped with streamo) so each is a single token"
-            )
-        ids.append(int(encoded[0]))
-    return tuple(ids)  # type: ignore[return-value]
 
 
 def _rows_dataset(dataset: Any) -> Any:
@@ -166,7 +151,7 @@ class StreamFocalLoss(BaseLoss):
         if getattr(template, "sequence_parallel_size", 1) > 1:
             raise ValueError(f"--loss_type {LOSS_NAME} does not support sequence parallelism")
         self.settings = FocalSettings.from_env()
-        self.state_token_ids = state_token_ids(template.tokenizer)
+        self.state_token_ids = tuple(state_token_ids(template.tokenizer).values())
         self.running: RunningStateAlpha | None = None
         self.alpha: tuple[float, float, float] | None = None
         if self.settings.alpha_source == "fixed":

@@ -17,7 +17,7 @@ from swift.template import register_template
 from swift.template.templates.qwen import Qwen2_5VLTemplate, QwenTemplateMeta
 from swift.utils import get_logger
 
-from ..protocol import DEFAULT_SYSTEM_PROMPT, SPECIAL_TOKENS, STREAM_PLACEHOLDER, parse_time_tag
+from ..protocol import DEFAULT_SYSTEM_PROMPT, STREAM_PLACEHOLDER, StateTokenError, parse_time_tag, state_token_ids
 from ..video import VideoError
 from .frames import FrameSource
 
@@ -27,28 +27,6 @@ logger = get_logger()
 
 class StreamSampleError(ValueError):
     """A stream sample the template cannot turn into model inputs; the message says why."""
-
-
-class StateTokenError(RuntimeError):
-    """The tokenizer does not hold the three state tokens as single tokens."""
-
-
-def check_state_tokens(tokenizer) -> list[int]:
-    """Ids of the three state tokens; fails when any of them is not exactly one token."""
-    ids, problems = [], []
-    for token in SPECIAL_TOKENS:
-        encoded = tokenizer.encode(token, add_special_tokens=False)
-        if len(encoded) != 1:
-            problems.append(f"{token} -> {len(encoded)} tokens {encoded}")
-        else:
-            ids.append(encoded[0])
-    if problems:
-        raise StateTokenError(
-            "the state tokens must each be a single token id, but " + "; ".join(problems)
-            + ". Add them when training with --new_special_tokens configs/special_tokens.txt"
-            " (a checkpoint trained that way already contains them)."
-        )
-    return ids
 
 
 def stream_turns(messages: list[dict[str, Any]]) -> list[tuple[int, float, int]]:
@@ -83,7 +61,7 @@ class StreamQwen2_5VLTemplate(Qwen2_5VLTemplate):
         # The parent class hard-codes Qwen's ids; a resized or re-ordered vocabulary must win.
         self.image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
         self.video_token_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
-        self.state_token_ids = check_state_tokens(tokenizer)
+        self.state_token_ids = list(state_token_ids(tokenizer).values())
         self.frame_source = FrameSource.from_env(self.max_pixels)
 
     def _preprocess_inputs(self, inputs) -> None:
@@ -134,7 +112,6 @@ __all__ = [
     "StateTokenError",
     "StreamQwen2_5VLTemplate",
     "StreamSampleError",
-    "check_state_tokens",
     "register_stream_template",
     "stream_turns",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from ..protocol import DEFAULT_SYSTEM_PROMPT, STREAM_PLACEHOLDER, parse_stream_messages
+from ..protocol import DEFAULT_SYSTEM_PROMPT, STREAM_PLACEHOLDER, carried_questions, parse_stream_messages
 
 _VISION_SPAN = "<|vision_start|><|image_pad|><|vision_end|>"
 
@@ -41,18 +41,6 @@ class ChatMLCounter:
 def frame_tokens(height: int, width: int, factor: int = 28) -> int:
     """Visual tokens of a frame already sized to multiples of ``factor`` (14-pixel patches merged 2×2)."""
     return (height // factor) * (width // factor)
-
-
-def carried_questions(own: Sequence[str], earlier: Sequence[str]) -> list[str]:
-    """Questions a window's first turn repeats: those asked before it, each once, in the order
-    asked, except the ones the turn asks itself. Streaming inference keeps the same prefix."""
-    seen = set(own)
-    carried = []
-    for question in earlier:
-        if question not in seen:
-            seen.add(question)
-            carried.append(question)
-    return carried
 
 
 def split_windows(

@@ -106,7 +106,7 @@ def test_unreadable_inputs_fail_in_one_line(stream_model, tiny_model_dir, tmp_pa
     clip = tmp_path / "clip.mp4"
     write_clip(clip, frame_times(10, 5.0), width=56, height=56)
     assert main(["stream", "--model", str(tiny_model_dir), "--video", str(clip), "--question", "What?"]) == 2
-    assert "single ids" in capsys.readouterr().err
+    assert "single token id" in capsys.readouterr().err
     assert main(["stream", "--model", str(tmp_path), "--video", str(clip), "--question", "What?"]) == 2
     assert "not a model checkpoint" in capsys.readouterr().err
 

@@ -160,5 +160,5 @@ def test_missing_state_tokens_are_refused(tiny_model_dir):
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_model_dir)
-    with pytest.raises(StateTokenError, match="single ids"):
+    with pytest.raises(StateTokenError, match="single token id"):
         StreamingSession(model, AutoProcessor.from_pretrained(tiny_model_dir))

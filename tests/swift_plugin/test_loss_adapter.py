@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from streamo.loss import IGNORE_INDEX, state_alpha_from_counts, stream_focal_loss
-from streamo.protocol import SPECIAL_TOKENS, State, assistant_text, user_text
+from streamo.protocol import SPECIAL_TOKENS, State, StateTokenError, assistant_text, state_token_ids, user_text
 
 swift_loss = pytest.importorskip("swift.loss")
 from swift.dataset.utils import LazyLLMDataset  # noqa: E402
@@ -29,7 +29,6 @@ from streamo.swift_plugin.loss import (  # noqa: E402
     StreamFocalLoss,
     dataset_state_counts,
     register,
-    state_token_ids,
 )
 
 S, B, R = State.SILENCE, State.STANDBY, State.RESPONSE
@@ -123,13 +122,14 @@ def test_settings_from_environment():
 
 
 def test_state_tokens_must_be_single_tokens(plain_tokenizer):
-    with pytest.raises(ValueError, match="--new_special_tokens"):
+    with pytest.raises(StateTokenError, match="--new_special_tokens"):
         state_token_ids(plain_tokenizer)
 
 
 def test_state_token_ids_come_from_the_tokenizer(tokenizer):
     ids = state_token_ids(tokenizer)
-    assert [tokenizer.convert_ids_to_tokens(i) for i in ids] == list(SPECIAL_TOKENS)
+    assert list(ids) == [S, B, R]
+    assert [tokenizer.convert_ids_to_tokens(i) for i in ids.values()] == list(SPECIAL_TOKENS)
 
 
 def test_dataset_alpha_counts_the_lazy_training_dataset(tokenizer, batch, monkeypatch):
@@ -141,7 +141,7 @@ def test_dataset_alpha_counts_the_lazy_training_dataset(tokenizer, batch, monkey
     loss = loss_fn(CausalLMOutputWithPast(logits=logits), labels, num_items_in_batch=total)
     expected_alpha = state_alpha_from_counts(DATASET_COUNTS)
     assert loss_fn.alpha == pytest.approx(expected_alpha)
-    reference = stream_focal_loss(logits, labels, state_token_ids(tokenizer), expected_alpha, 2.0, num_items_in_batch=total)
+    reference = stream_focal_loss(logits, labels, tuple(state_token_ids(tokenizer).values()), expected_alpha, 2.0, num_items_in_batch=total)
     assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
     loss.backward()
     assert logits.grad.dtype == torch.bfloat16 and logits.grad.abs().sum() > 0
@@ -151,11 +151,11 @@ def test_dataset_counts_from_json_encoded_messages(tokenizer):
     """ms-swift's preprocessed datasets hold each message as JSON text."""
     features = datasets.Features({"messages": datasets.List(datasets.Json())})
     rows = HfDataset.from_list([conversation(states) for states in DATASET_STATES], features=features)
-    assert dataset_state_counts(LazyLLMDataset(rows, lambda row: row), state_token_ids(tokenizer)) == DATASET_COUNTS
+    assert dataset_state_counts(LazyLLMDataset(rows, lambda row: row), tuple(state_token_ids(tokenizer).values())) == DATASET_COUNTS
 
 
 def test_dataset_counts_from_encoded_labels(tokenizer):
-    ids = state_token_ids(tokenizer)
+    ids = tuple(state_token_ids(tokenizer).values())
     rows = HfDataset.from_list([{"labels": encode(tokenizer, states)[1].tolist()} for states in DATASET_STATES])
     assert dataset_state_counts(rows, ids) == DATASET_COUNTS
 
@@ -207,7 +207,7 @@ def test_rolled_loss_scale_is_realigned(tokenizer, batch, monkeypatch):
     scale = torch.rand(labels.shape)
     rolled = torch.roll(scale, shifts=-1, dims=-1).view(-1)  # what the trainer passes
     ours = loss_fn(CausalLMOutputWithPast(logits=logits), labels, loss_scale=rolled)
-    direct = stream_focal_loss(logits, labels, state_token_ids(tokenizer), (1, 1, 1), token_scale=scale)
+    direct = stream_focal_loss(logits, labels, tuple(state_token_ids(tokenizer).values()), (1, 1, 1), token_scale=scale)
     assert ours.item() == pytest.approx(direct.item(), rel=1e-6)
 
 
