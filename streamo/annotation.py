@@ -34,11 +34,14 @@ class Problem:
 
 def parse_time(value: Any) -> float | None:
     """Seconds from a number, a numeric string, ``MM:SS`` or ``HH:MM:SS``; None if empty."""
-    if value is None or isinstance(value, bool):
-        if isinstance(value, bool):
-            raise ValueError(f"not a time: {value!r}")
+    kind = type(value)
+    if kind is float or kind is int:  # the common case, first
+        seconds = float(value)
+    elif value is None or value == "":
         return None
-    if isinstance(value, (int, float)):
+    elif isinstance(value, bool):
+        raise ValueError(f"not a time: {value!r}")
+    elif isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip()
