@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .argtypes import existing_file, positive_float, positive_int, probability
 from .protocol import DEFAULT_SYSTEM_PROMPT
 
 
@@ -22,27 +23,12 @@ class UsageError(Exception):
     """Arguments or inputs that make the command unusable (exit status 2)."""
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return value
-
-
-def _existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
-    return path
 
 
 def _add_raw_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, type=_existing_file, help="raw annotations: JSON list, JSON object or JSONL")
+    parser.add_argument("--input", required=True, type=existing_file, help="raw annotations: JSON list, JSON object or JSONL")
     parser.add_argument("--video-prefix", help="directory prepended to each sample's video_path")
-    parser.add_argument("--fps", type=_positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
+    parser.add_argument("--fps", type=positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
     parser.add_argument(
         "--no-initial-question",
         action="store_true",
@@ -120,7 +106,7 @@ def _build_convert(sub) -> None:
     parser.add_argument("--output", required=True, type=Path, help="stream file: *.json (indented list) or *.jsonl")
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("--system-prompt", help="system prompt text (default: Streamo's built-in prompt)")
-    prompt.add_argument("--system-prompt-file", type=_existing_file, help="read the system prompt from this file")
+    prompt.add_argument("--system-prompt-file", type=existing_file, help="read the system prompt from this file")
     parser.set_defaults(handler=cmd_convert)
 
 
@@ -140,7 +126,7 @@ def _build_stats(sub) -> None:
         help="count samples, turns, states and responses in a stream file",
         description="Count samples, turns, state distribution, responses and durations of a stream file.",
     )
-    parser.add_argument("--input", required=True, type=_existing_file, help="stream file (JSON list or JSONL)")
+    parser.add_argument("--input", required=True, type=existing_file, help="stream file (JSON list or JSONL)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.set_defaults(handler=cmd_stats)
 
@@ -174,7 +160,7 @@ def _build_synth(sub) -> None:
     parser.add_argument("--videos", required=True, type=int, help="number of videos")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
     parser.add_argument("--first-index", type=int, default=0, help="index of the first video (held-out sets: start after the training set)")
-    parser.add_argument("--fps", type=_positive_float, default=5.0, help="frame rate of the files (default: 5)")
+    parser.add_argument("--fps", type=positive_float, default=5.0, help="frame rate of the files (default: 5)")
     parser.add_argument("--size", default="160x128", help="frame size WIDTHxHEIGHT, even numbers (default: 160x128)")
     parser.set_defaults(handler=cmd_synth)
 
@@ -190,15 +176,6 @@ def _build_tiny_model(sub) -> None:
     tiny_model.add_arguments(parser)
     parser.set_defaults(handler=tiny_model.run)
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return value
 
 
 def cmd_frames(args: argparse.Namespace) -> int:
@@ -231,15 +208,15 @@ def _build_frames(sub) -> None:
         description="Sample each video at --fps, resize to the pixel budget and store JPEGs in the frame "
         "cache; resumable, with a manifest and a failure report in the cache directory.",
     )
-    parser.add_argument("--input", required=True, type=_existing_file, help="stream file or raw annotations")
+    parser.add_argument("--input", required=True, type=existing_file, help="stream file or raw annotations")
     parser.add_argument("--cache-dir", required=True, type=Path, help="frame cache directory")
-    parser.add_argument("--fps", type=_positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
-    parser.add_argument("--max-pixels", type=_positive_int,
+    parser.add_argument("--fps", type=positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
+    parser.add_argument("--max-pixels", type=positive_int,
                         help="pixel budget per frame (default: 100352 = 128 visual tokens)")
-    parser.add_argument("--min-pixels", type=_positive_int, help="smallest frame area (default: 3136 = 4 visual tokens)")
-    parser.add_argument("--workers", type=_positive_int, default=os.cpu_count() or 1,
+    parser.add_argument("--min-pixels", type=positive_int, help="smallest frame area (default: 3136 = 4 visual tokens)")
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                         help="videos decoded in parallel (default: all CPUs)")
-    parser.add_argument("--quality", type=_positive_int, help="JPEG quality 1-100 (default: 90)")
+    parser.add_argument("--quality", type=positive_int, help="JPEG quality 1-100 (default: 90)")
     parser.add_argument("--video-prefix", help="directory prepended to each video path")
     parser.set_defaults(handler=cmd_frames)
 
@@ -304,12 +281,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
-    from .engine.command import _probability
 
-    parser.add_argument("--window", type=_positive_float, help="engine: keep at most this many seconds of turns in the cache")
-    parser.add_argument("--response-threshold", type=_probability, help="engine: answer only when P(Response) is at least this")
-    parser.add_argument("--max-new-tokens", type=_positive_int, default=128, help="engine: longest answer in tokens (default: 128)")
-    parser.add_argument("--max-pixels", type=_positive_int, help="engine: pixel budget per frame (default: the checkpoint's)")
+    parser.add_argument("--window", type=positive_float, help="engine: keep at most this many seconds of turns in the cache")
+    parser.add_argument("--response-threshold", type=probability, help="engine: answer only when P(Response) is at least this")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=128, help="engine: longest answer in tokens (default: 128)")
+    parser.add_argument("--max-pixels", type=positive_int, help="engine: pixel budget per frame (default: the checkpoint's)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
 
 
@@ -322,11 +298,11 @@ def _build_eval(sub) -> None:
         "and delay, answer ROUGE-L.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--predictions", type=_existing_file, help="JSONL: {sample, t, state, text}")
+    source.add_argument("--predictions", type=existing_file, help="JSONL: {sample, t, state, text}")
     source.add_argument("--model", help="checkpoint directory: play every sample through the streaming engine")
-    parser.add_argument("--data", required=True, type=_existing_file, help="ground truth: stream file or raw annotations")
+    parser.add_argument("--data", required=True, type=existing_file, help="ground truth: stream file or raw annotations")
     parser.add_argument("--tolerance", type=float, default=1.0, help="seconds an answer may be early or late (default: 1)")
-    parser.add_argument("--fps", type=_positive_float, default=1.0, help="turns per second (default: 1.0)")
+    parser.add_argument("--fps", type=positive_float, default=1.0, help="turns per second (default: 1.0)")
     parser.add_argument("--video-prefix", help="directory prepended to raw samples' video_path")
     parser.add_argument("--out", type=Path, help="write the full JSON report here")
     parser.add_argument("--plot", type=Path, help="*.png: one picture of all samples; otherwise a directory of pictures")
@@ -394,12 +370,12 @@ def _build_ovobench(sub) -> None:
         "multiple-choice tasks are answered at the probe time. Per-task accuracy, category means, overall, and a "
         "latency-aware forward score.",
     )
-    parser.add_argument("--annotations", required=True, type=_existing_file, help="OVO-Bench annotation file (JSON list)")
+    parser.add_argument("--annotations", required=True, type=existing_file, help="OVO-Bench annotation file (JSON list)")
     parser.add_argument("--video-root", type=Path, help="directory the annotations' video paths are relative to")
     parser.add_argument("--model", help="checkpoint directory to run through the streaming engine")
-    parser.add_argument("--predictions", type=_existing_file, help="score these replies instead (JSONL {id, index, reply})")
+    parser.add_argument("--predictions", type=existing_file, help="score these replies instead (JSONL {id, index, reply})")
     parser.add_argument("--tasks", nargs="+", help="only these tasks (e.g. REC SSR CRR EPM)")
-    parser.add_argument("--fps", type=_positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
+    parser.add_argument("--fps", type=positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
     parser.add_argument("--out", type=Path, help="write the full JSON report (scores, latency, every probe) here")
     parser.add_argument("--predictions-out", type=Path, help="write the replies (JSONL {id, task, index, reply}) here")
     _add_engine_options(parser)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..cli import _positive_float, _positive_int
+from ..argtypes import positive_float, positive_int, probability, seconds
 from ..protocol import DEFAULT_SYSTEM_PROMPT, State, format_seconds, time_tag, turn_count, turn_of
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -37,24 +36,6 @@ class FrameInput:
     """(turn, PIL image) in turn order."""
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be seconds >= 0: {text!r}")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1]: {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,18 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True,
                         help="video file, directory of frame pictures (one per turn, name order), or - for a live stream on stdin")
     parser.add_argument("--question", action="append", default=[], help="question text (repeatable)")
-    parser.add_argument("--at", action="append", type=_seconds, default=[],
+    parser.add_argument("--at", action="append", type=seconds, default=[],
                         help="second at which the matching --question is asked (repeatable; '5' shows it with <4s-5s>; default 0)")
     parser.add_argument("--questions", type=Path, help="raw annotation file whose questions to ask (placed as the converter places them)")
     parser.add_argument("--sample", type=int, default=0, help="record of --questions to use (default: 0)")
-    parser.add_argument("--fps", type=_positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
-    parser.add_argument("--window", type=_positive_float, help="keep at most this many seconds of turns in the cache")
-    parser.add_argument("--eviction-block", type=_positive_float,
+    parser.add_argument("--fps", type=positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
+    parser.add_argument("--window", type=positive_float, help="keep at most this many seconds of turns in the cache")
+    parser.add_argument("--eviction-block", type=positive_float,
                         help="seconds dropped at once when the window is full (default: a quarter of the window)")
-    parser.add_argument("--max-new-tokens", type=_positive_int, default=128, help="longest answer in tokens (default: 128)")
-    parser.add_argument("--response-threshold", type=_probability,
+    parser.add_argument("--max-new-tokens", type=positive_int, default=128, help="longest answer in tokens (default: 128)")
+    parser.add_argument("--response-threshold", type=probability,
                         help="answer only when P(Response) over the three states is at least this")
-    parser.add_argument("--max-pixels", type=_positive_int,
+    parser.add_argument("--max-pixels", type=positive_int,
                         help="pixel budget per frame (default: the checkpoint's max_pixels, else $MAX_PIXELS, else 100352)")
     parser.add_argument("--system-prompt-file", type=Path, help="system prompt used in training (default: Streamo's built-in prompt)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..video.sampling import MAX_PIXELS
-from .prompt import StateTokenError, state_token_ids
+from ..protocol import StateTokenError, state_token_ids
 
 
 class ModelLoadError(ValueError):

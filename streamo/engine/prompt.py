@@ -19,15 +19,7 @@ from typing import Sequence
 
 import torch
 
-from ..protocol import (  # noqa: F401  (StateTokenError, state_token_ids, carried_questions: re-exported)
-    STREAM_PLACEHOLDER,
-    State,
-    StateTokenError,
-    assistant_text,
-    carried_questions,
-    state_token_ids,
-    user_text,
-)
+from ..protocol import STREAM_PLACEHOLDER, State, assistant_text, user_text
 
 VISION_SPAN = "<|vision_start|><|image_pad|><|vision_end|>"
 

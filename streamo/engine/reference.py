@@ -18,10 +18,9 @@ import torch
 from PIL import Image
 from transformers import DynamicCache
 
-from ..protocol import DEFAULT_SYSTEM_PROMPT, STREAM_PLACEHOLDER, State, assistant_text, turn_of, user_text
+from ..protocol import DEFAULT_SYSTEM_PROMPT, STREAM_PLACEHOLDER, State, assistant_text, state_token_ids, turn_of, user_text
 from ..video.sampling import MAX_PIXELS, MIN_PIXELS
 from .decoding import AnswerDecoder, DecisionRule
-from .prompt import state_token_ids
 from .session import StreamEvent, fit_to_budget
 
 

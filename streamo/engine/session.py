@@ -33,11 +33,11 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from ..protocol import DEFAULT_SYSTEM_PROMPT, State, assistant_text, turn_of
+from ..protocol import DEFAULT_SYSTEM_PROMPT, State, assistant_text, carried_questions, state_token_ids, turn_of
 from ..video.sampling import MAX_PIXELS, MIN_PIXELS, smart_resize
 from .cache import stream_cache
 from .decoding import AnswerDecoder, DecisionRule
-from .prompt import PromptTokens, carried_questions, chunk_positions, state_token_ids
+from .prompt import PromptTokens, chunk_positions
 
 _EPS = 1e-6
 

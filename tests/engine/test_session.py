@@ -6,7 +6,8 @@ import pytest
 import torch
 from .stream_model import ANSWERS, MAX_PIXELS, PLAN, QUESTION, frame
 
-from streamo.engine import DecisionRule, StateTokenError, StreamingSession
+from streamo.engine import DecisionRule, StreamingSession
+from streamo.protocol import StateTokenError
 from streamo.engine.reference import ReencodeSession, encode_conversation
 from streamo.protocol import State, parse_stream_messages
 
