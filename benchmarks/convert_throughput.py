@@ -2,7 +2,9 @@
 
 Durations: half under 30 s, a tail up to 10 minutes; 1-5 responses per sample, a mix of
 interval and instant ones. Prints one JSON line: samples, seconds, samples_per_s,
-peak_rss_mb (largest of the main process and its workers), output_mb.
+cpu_seconds (main process and workers, sampled with psutil) and idle_machine_estimate_s
+(cpu_seconds over the cores: the wall time to expect when nothing else runs),
+load_average_at_start, peak_rss_mb (main process), peak_rss_all_processes_mb, output_mb.
 Target: the whole file in under 60 s on 2 cores with bounded memory.
 """
 
@@ -16,10 +18,12 @@ import random
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import orjson
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -64,6 +68,30 @@ def write_raw(path: Path, samples: int, seed: int) -> None:
         handle.write(buffer.getvalue())
 
 
+class TreeMonitor(threading.Thread):
+    """Samples CPU time and RSS of this process and all its descendants (the conversion
+    workers are forkserver children, invisible to getrusage) twice a second."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.cpu: dict[int, float] = {}
+        self.peak_rss = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        me = psutil.Process()
+        while not self.done.wait(0.5):
+            rss = 0
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    times = process.cpu_times()
+                    self.cpu[process.pid] = times.user + times.system
+                    rss += process.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.peak_rss = max(self.peak_rss, rss)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=465_000)
@@ -73,13 +101,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw, out = Path(tmp) / "raw.jsonl", Path(tmp) / "stream.jsonl"
         write_raw(raw, args.samples, args.seed)
+        load_before = os.getloadavg()[0]
+        own_before = psutil.Process().cpu_times()
+        monitor = TreeMonitor()
+        monitor.start()
         start = time.perf_counter()
         with open(os.devnull, "w") as quiet:
             summary = process_file(raw, ConvertOptions(), out, Path(tmp) / "rejects.jsonl",
                                    workers=args.workers, progress=False, log=quiet)
         seconds = time.perf_counter() - start
-        peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        monitor.done.set()
+        monitor.join()
+        own = psutil.Process().cpu_times()
+        monitor.cpu[os.getpid()] = own.user + own.system - own_before.user - own_before.system
+        cpu = sum(monitor.cpu.values())
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(json.dumps({
             "samples": summary.total,
             "converted": summary.converted,
@@ -87,7 +123,11 @@ def main() -> None:
             "workers": args.workers,
             "seconds": round(seconds, 2),
             "samples_per_s": round(summary.total / seconds, 1),
+            "cpu_seconds": round(cpu, 2),
+            "idle_machine_estimate_s": round(cpu / (os.cpu_count() or 1), 2),
+            "load_average_at_start": round(load_before, 2),
             "peak_rss_mb": round(peak_kb / 1024, 1),
+            "peak_rss_all_processes_mb": round(monitor.peak_rss / 2**20, 1),
             "raw_mb": round(raw.stat().st_size / 2**20, 1),
             "output_mb": round(out.stat().st_size / 2**20, 1),
             "target_seconds": 60,

@@ -30,11 +30,22 @@ MAX_PRINTED_PROBLEMS = 20
 
 @dataclass
 class SampleResult:
+    """A sample that had problems (converted with warnings, or rejected)."""
+
     index: int
-    encoded: bytes | None
     problems: list[Problem]
     video_name: Any = None
     rejected: bool = False
+
+
+@dataclass
+class ChunkResult:
+    """One worker chunk: encoded outputs in input order, and only the samples with problems
+    (so that a clean chunk crosses the process boundary as little more than bytes)."""
+
+    size: int
+    encoded: list[bytes]
+    reported: list[SampleResult]
 
 
 @dataclass
@@ -51,20 +62,22 @@ class Summary:
         )
 
 
-def _convert_chunk(args: tuple[list[tuple[int, Any]], ConvertOptions, str | None]) -> list[SampleResult]:
+def _convert_chunk(args: tuple[list[tuple[int, Any]], ConvertOptions, str | None]) -> ChunkResult:
     chunk, options, fmt = args
-    results = []
+    encoded, reported = [], []
     for index, item in chunk:
         try:
             data = parse_record(item)
         except InvalidRecord as exc:
-            results.append(SampleResult(index, None, [Problem("error", "sample", str(exc))], rejected=True))
+            reported.append(SampleResult(index, [Problem("error", "sample", str(exc))], rejected=True))
             continue
         outcome = convert_sample(data, options, cached_duration)
-        encoded = encode_record(outcome.sample, fmt) if (fmt and outcome.sample is not None) else None
-        name = data.get("video_name", data.get("video_path")) if isinstance(data, dict) else None
-        results.append(SampleResult(index, encoded, outcome.problems, name, outcome.rejected))
-    return results
+        if fmt and outcome.sample is not None:
+            encoded.append(encode_record(outcome.sample, fmt))
+        if outcome.problems:
+            name = data.get("video_name", data.get("video_path")) if isinstance(data, dict) else None
+            reported.append(SampleResult(index, outcome.problems, name, outcome.rejected))
+    return ChunkResult(len(chunk), encoded, reported)
 
 
 def _chunks(records: Iterable[Any], size: int) -> Iterator[list[tuple[int, Any]]]:
@@ -75,18 +88,16 @@ def _chunks(records: Iterable[Any], size: int) -> Iterator[list[tuple[int, Any]]
 
 def _results(
     input_path: Path, options: ConvertOptions, fmt: str | None, workers: int
-) -> Iterator[SampleResult]:
+) -> Iterator[ChunkResult]:
     tasks = ((chunk, options, fmt) for chunk in _chunks(iter_records(input_path, lazy=True), CHUNK_SIZE))
     head = list(itertools.islice(tasks, 2))
     if workers <= 1 or len(head) < 2:  # a pool costs more than it saves on one chunk
-        for task in itertools.chain(head, tasks):
-            yield from _convert_chunk(task)
+        yield from map(_convert_chunk, itertools.chain(head, tasks))
         return
     tasks = itertools.chain(head, tasks)
     context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
     with context.Pool(workers) as pool:
-        for results in pool.imap(_convert_chunk, tasks, chunksize=1):
-            yield from results
+        yield from pool.imap(_convert_chunk, tasks, chunksize=1)
 
 
 def default_rejects_path(output: str | os.PathLike[str]) -> Path:
@@ -121,18 +132,17 @@ def process_file(
         if writer:
             writer.__enter__()
         bar = tqdm(unit=" samples", disable=progress is False or (progress is None and not log.isatty()), file=log)
-        for result in _results(input_path, options, writer.format if writer else None, workers):
-            summary.total += 1
-            bar.update()
-            if result.rejected:
-                summary.rejected += 1
-            else:
-                summary.converted += 1
-                if result.problems:
-                    summary.with_warnings += 1
-                if writer and result.encoded is not None:
-                    writer.write_encoded(result.encoded)
-            if result.problems:
+        for chunk in _results(input_path, options, writer.format if writer else None, workers):
+            bar.update(chunk.size)
+            summary.total += chunk.size
+            rejected = sum(result.rejected for result in chunk.reported)
+            summary.rejected += rejected
+            summary.converted += chunk.size - rejected
+            summary.with_warnings += len(chunk.reported) - rejected
+            if writer:
+                for encoded in chunk.encoded:
+                    writer.write_encoded(encoded)
+            for result in chunk.reported:
                 for problem in result.problems:
                     if printed < MAX_PRINTED_PROBLEMS:
                         print(f"{problem.severity}: {problem.describe(str(input_path), result.index)}", file=log)

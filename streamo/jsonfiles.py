@@ -10,17 +10,16 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, NamedTuple
 
 import ijson
 import orjson
 
 
-@dataclass(frozen=True)
-class Unparsed:
-    """A JSONL line kept as bytes so that parsing can happen in a worker process."""
+class Unparsed(NamedTuple):
+    """A JSONL line kept as bytes so that parsing can happen in a worker process
+    (a named tuple: cheap to send there)."""
 
     line: bytes
     line_number: int
