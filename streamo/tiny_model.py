@@ -225,10 +225,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--with-state-tokens", action="store_true", help="pre-add the three state tokens to the tokenizer (training adds them otherwise)")
     parser.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default: 0)")
     parser.add_argument("--force", action="store_true", help="rebuild even when a complete build exists")
+    defaults = TinyModelSpec()
+    sizes = parser.add_argument_group("sizes", "a larger tiny model (for learnability runs); build each size into its own directory")
+    sizes.add_argument("--hidden-size", type=int, default=defaults.hidden_size, help=f"language model width (default: {defaults.hidden_size})")
+    sizes.add_argument("--layers", type=int, default=defaults.layers, help=f"language model layers (default: {defaults.layers})")
+    sizes.add_argument("--intermediate-size", type=int, default=defaults.intermediate_size, help=f"language model MLP width (default: {defaults.intermediate_size})")
+    sizes.add_argument("--vision-hidden-size", type=int, default=defaults.vision_hidden_size, help=f"vision encoder width (default: {defaults.vision_hidden_size})")
+    sizes.add_argument("--vision-depth", type=int, default=defaults.vision_depth, help=f"vision encoder blocks (default: {defaults.vision_depth})")
+
+
+def spec_from_args(args: argparse.Namespace) -> TinyModelSpec:
+    """The spec the ``tiny-model`` options describe; the defaults give ``TinyModelSpec()``."""
+    defaults = TinyModelSpec()
+    for name in ("hidden_size", "layers", "intermediate_size", "vision_hidden_size", "vision_depth"):
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"tiny-model: --{name.replace('_', '-')} must be positive")
+    if args.hidden_size % (defaults.heads * 4):
+        raise SystemExit(f"tiny-model: --hidden-size must be a multiple of {defaults.heads * 4} (heads x M-RoPE sections)")
+    if args.vision_hidden_size % defaults.vision_heads:
+        raise SystemExit(f"tiny-model: --vision-hidden-size must be a multiple of {defaults.vision_heads}")
+    return TinyModelSpec(
+        hidden_size=args.hidden_size,
+        layers=args.layers,
+        intermediate_size=args.intermediate_size,
+        vision_hidden_size=args.vision_hidden_size,
+        vision_depth=args.vision_depth,
+        vision_intermediate_size=2 * args.vision_hidden_size,
+        seed=args.seed,
+        with_state_tokens=args.with_state_tokens,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = TinyModelSpec(seed=args.seed, with_state_tokens=args.with_state_tokens)
+    spec = spec_from_args(args)
     reused = not args.force and is_built(args.output, spec)
     build_tiny_model(args.output, spec, force=args.force)
     print(f"{args.output}: tiny Qwen2.5-VL {'reused' if reused else 'built'}", file=sys.stderr)

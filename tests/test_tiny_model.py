@@ -69,3 +69,17 @@ def test_build_is_seeded_completes_partial_directories_and_is_reused(tiny_model_
     assert not is_built(again, other_seed)
     build_tiny_model(again, other_seed)
     assert _digest(again / "model.safetensors") != _digest(weights)
+
+
+def test_size_options_build_a_different_model_and_defaults_keep_the_default_spec(tmp_path):
+    assert main([str(tmp_path / "default")]) == 0
+    assert is_built(tmp_path / "default", TinyModelSpec())
+
+    larger = tmp_path / "larger"
+    assert main([str(larger), "--hidden-size", "32", "--layers", "3", "--vision-depth", "1"]) == 0
+    config = transformers.AutoConfig.from_pretrained(larger)
+    assert (config.text_config.hidden_size, config.text_config.num_hidden_layers) == (32, 3)
+    assert config.vision_config.depth == 1 and config.vision_config.out_hidden_size == 32
+    assert not is_built(larger, TinyModelSpec())
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "bad"), "--hidden-size", "40"])  # not a multiple of heads x M-RoPE sections
