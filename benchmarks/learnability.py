@@ -38,11 +38,16 @@ def _summary(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def _train(args: argparse.Namespace, dataset: Path, output: Path) -> tuple[Path, float]:
-    env = dict(os.environ, PRESET="cpu-tiny", DATASET=str(dataset), OUTPUT_DIR=str(output), MAX_STEPS=str(args.steps),
+def _size_options(args: argparse.Namespace) -> list[str]:
+    return ["--hidden-size", str(args.hidden_size), "--layers", str(args.layers), "--intermediate-size", str(args.intermediate_size)]
+
+
+def _train(args: argparse.Namespace, model: Path, dataset: Path, output: Path) -> tuple[Path, float]:
+    env = dict(os.environ, PRESET="cpu-tiny", MODEL=str(model), DATASET=str(dataset), OUTPUT_DIR=str(output), MAX_STEPS=str(args.steps),
                LEARNING_RATE=str(args.learning_rate), MAX_LENGTH=str(args.max_length), MAX_PIXELS=str(args.max_pixels),
                STREAMO_FOCAL_GAMMA=str(args.gamma), STREAMO_FOCAL_ALPHA_POWER=str(args.alpha_power))
-    extra = ["--lr_scheduler_type", "cosine", "--weight_decay", "0"]
+    # A random frozen ViT hides most of a frame's change from the language model: train it too.
+    extra = ["--lr_scheduler_type", "cosine", "--weight_decay", "0", "--freeze_vit", "true" if args.freeze_vit else "false"]
     started = time.monotonic()
     _run(["bash", str(REPO / "train.sh"), *extra], env=env, timeout=args.train_timeout)
     minutes = (time.monotonic() - started) / 60
@@ -78,8 +83,12 @@ def main() -> int:
     parser.add_argument("--test-videos", type=int, default=6, help="held-out synthetic videos")
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps (batch 1)")
     parser.add_argument("--learning-rate", type=float, default=1e-2)
-    parser.add_argument("--max-length", type=int, default=768, help="tokens per training sample (longer ones become windows)")
-    parser.add_argument("--max-pixels", type=int, default=3136, help="frame budget (3136: 56x56, 4 visual tokens)")
+    parser.add_argument("--max-length", type=int, default=2048, help="tokens per training sample (longer ones become windows)")
+    parser.add_argument("--max-pixels", type=int, default=12544, help="frame budget (12544: 112x112, 16 visual tokens)")
+    parser.add_argument("--freeze-vit", action="store_true", help="keep the random vision encoder frozen (trained by default)")
+    parser.add_argument("--hidden-size", type=int, default=64, help="tiny model width (streamo tiny-model --hidden-size)")
+    parser.add_argument("--layers", type=int, default=2, help="tiny model layers")
+    parser.add_argument("--intermediate-size", type=int, default=128, help="tiny model MLP width")
     parser.add_argument("--gamma", type=float, default=1.0, help="STREAMO_FOCAL_GAMMA")
     parser.add_argument("--alpha-power", type=float, default=0.5, help="STREAMO_FOCAL_ALPHA_POWER")
     parser.add_argument("--train-timeout", type=float, default=15 * 60, help="seconds allowed for training")
@@ -98,10 +107,12 @@ def main() -> int:
               "--video-prefix", str(train), "--strict"])
         held_out = test / "raw_data.json"
 
-        checkpoint, train_minutes = _train(args, dataset, work / "output")
+        base_model = work / "model"
+        _run([*STREAMO, "tiny-model", str(base_model), *_size_options(args)])
+        checkpoint, train_minutes = _train(args, base_model, dataset, work / "output")
         trained = _score_model(checkpoint, held_out, test, args, work / "trained_report.json")
         untrained_model = work / "untrained"
-        _run([*STREAMO, "tiny-model", str(untrained_model), "--with-state-tokens"])
+        _run([*STREAMO, "tiny-model", str(untrained_model), "--with-state-tokens", *_size_options(args)])
         untrained = _score_model(untrained_model, held_out, test, args, work / "untrained_report.json")
         silence = _score_silence(held_out, test, work)
 
@@ -109,6 +120,9 @@ def main() -> int:
         "train_minutes": round(train_minutes, 2),
         "steps": args.steps,
         "train_videos": args.train_videos,
+        "max_pixels": args.max_pixels,
+        "freeze_vit": args.freeze_vit,
+        "model": {"hidden_size": args.hidden_size, "layers": args.layers, "intermediate_size": args.intermediate_size},
         "test_samples": trained["samples"],
         "tolerance_s": trained["tolerance_s"],
         "timing_f1": trained["timing_f1"],
