@@ -35,7 +35,7 @@ def _add_raw_options(parser: argparse.ArgumentParser) -> None:
         help="do not repeat the first question at turn 0 when no question is asked there",
     )
     parser.add_argument("--rejects", type=Path, help="JSONL report of every sample with a problem (default: next to the output)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: all CPUs)")
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1, help="worker processes (default: all CPUs)")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if any sample is rejected")
 
 
@@ -62,7 +62,7 @@ def _run_process(args: argparse.Namespace, output: Path | None) -> int:
 
     rejects = args.rejects or (default_rejects_path(output) if output else None)
     try:
-        summary = process_file(args.input, _convert_options(args), output, rejects, workers=max(args.workers, 1))
+        summary = process_file(args.input, _convert_options(args), output, rejects, workers=args.workers)
     except InvalidRecord as exc:
         raise UsageError(str(exc)) from None
     where = f" -> {output}" if output else ""
@@ -138,8 +138,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
         width, height = parse_size(args.size)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.videos < 1:
-        raise UsageError("--videos must be at least 1")
     options = SynthOptions(videos=args.videos, seed=args.seed, fps=args.fps, width=width, height=height, first_index=args.first_index)
     try:
         raw_path = generate(args.out, options, progress=sys.stderr.isatty())
@@ -157,7 +155,7 @@ def _build_synth(sub) -> None:
         "annotations (instant QA, event grounding, narration, several questions per stream).",
     )
     parser.add_argument("--out", required=True, type=Path, help="output directory (videos/ and raw_data.json)")
-    parser.add_argument("--videos", required=True, type=int, help="number of videos")
+    parser.add_argument("--videos", required=True, type=positive_int, help="number of videos")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
     parser.add_argument("--first-index", type=int, default=0, help="index of the first video (held-out sets: start after the training set)")
     parser.add_argument("--fps", type=positive_float, default=5.0, help="frame rate of the files (default: 5)")
@@ -175,7 +173,6 @@ def _build_tiny_model(sub) -> None:
     )
     tiny_model.add_arguments(parser)
     parser.set_defaults(handler=tiny_model.run)
-
 
 
 def cmd_frames(args: argparse.Namespace) -> int:

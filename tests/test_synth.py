@@ -126,8 +126,10 @@ def test_cli_synth_and_bad_arguments(tmp_path, capsys):
         assert (stream.width, stream.height) == (96, 64)
         assert stream.frames == raw[0]["duration"] * 4
     assert main(["synth", "--out", str(tmp_path / "t"), "--videos", "1", "--size", "95x64"]) == 2
-    assert main(["synth", "--out", str(tmp_path / "t"), "--videos", "0"]) == 2
-    assert "error" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["synth", "--out", str(tmp_path / "t"), "--videos", "0"])
+    assert exited.value.code == 2
+    assert "--videos: must be > 0" in capsys.readouterr().err
 
 
 def test_shipped_example_is_current_and_playable_from_the_repo_root(tmp_path):
