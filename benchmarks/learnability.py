@@ -47,7 +47,8 @@ def _train(args: argparse.Namespace, model: Path, dataset: Path, output: Path) -
                LEARNING_RATE=str(args.learning_rate), MAX_LENGTH=str(args.max_length), MAX_PIXELS=str(args.max_pixels),
                STREAMO_FOCAL_GAMMA=str(args.gamma), STREAMO_FOCAL_ALPHA_POWER=str(args.alpha_power))
     # A random frozen ViT hides most of a frame's change from the language model: train it too.
-    extra = ["--lr_scheduler_type", "cosine", "--weight_decay", "0", "--freeze_vit", "true" if args.freeze_vit else "false"]
+    extra = ["--lr_scheduler_type", "cosine", "--warmup_ratio", str(args.warmup_ratio), "--weight_decay", "0",
+             "--freeze_vit", "true" if args.freeze_vit else "false"]
     started = time.monotonic()
     _run(["bash", str(REPO / "train.sh"), *extra], env=env, timeout=args.train_timeout)
     minutes = (time.monotonic() - started) / 60
@@ -61,6 +62,19 @@ def _score_model(model: Path, data: Path, videos: Path, args: argparse.Namespace
     return _summary(_run([*STREAMO, "eval", "--model", str(model), "--data", str(data), "--video-prefix", str(videos),
                           "--max-pixels", str(args.max_pixels), "--max-new-tokens", "24", "--device", "cpu",
                           "--out", str(report)]))
+
+
+def _timing_by_task(report: Path, raw: Path) -> dict[str, float | None]:
+    """Timing F1 per task type of the held-out samples (report keys are raw-file indices)."""
+    task_of = [sample["task_type"] for sample in json.loads(raw.read_text(encoding="utf-8"))]
+    totals: dict[str, list[int]] = {}
+    for sample in json.loads(report.read_text(encoding="utf-8"))["per_sample"]:
+        counts = totals.setdefault(task_of[sample["sample"]], [0, 0, 0])
+        timing = sample["timing"]
+        for slot, key in enumerate(("truth", "predicted", "matched")):
+            counts[slot] += timing[key]
+    return {task: round(2 * matched / (truth + predicted), 3) if truth + predicted else None
+            for task, (truth, predicted, matched) in sorted(totals.items())}
 
 
 def _score_silence(data: Path, videos: Path, work: Path) -> dict:
@@ -81,8 +95,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-videos", type=int, default=60, help="synthetic training videos (4 samples each)")
     parser.add_argument("--test-videos", type=int, default=6, help="held-out synthetic videos")
+    parser.add_argument("--train-grounding", choices=["one", "each"], default="one",
+                        help="streamo synth --grounding for the training set (the held-out set always has the standard mix)")
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps (batch 1)")
     parser.add_argument("--learning-rate", type=float, default=1e-2)
+    parser.add_argument("--warmup-ratio", type=float, default=0.0, help="share of the steps spent warming up the learning rate")
     parser.add_argument("--max-length", type=int, default=2048, help="tokens per training sample (longer ones become windows)")
     parser.add_argument("--max-pixels", type=int, default=12544, help="frame budget (12544: 112x112, 16 visual tokens)")
     parser.add_argument("--freeze-vit", action="store_true", help="keep the random vision encoder frozen (trained by default)")
@@ -99,7 +116,8 @@ def main() -> int:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
         train, test = work / "train", work / "heldout"
-        _run([*STREAMO, "synth", "--out", str(train), "--videos", str(args.train_videos), "--seed", "0"])
+        _run([*STREAMO, "synth", "--out", str(train), "--videos", str(args.train_videos), "--seed", "0",
+              "--grounding", args.train_grounding])
         _run([*STREAMO, "synth", "--out", str(test), "--videos", str(args.test_videos), "--seed", "1",
               "--first-index", str(args.train_videos)])
         dataset = train / "stream.jsonl"
@@ -115,17 +133,24 @@ def main() -> int:
         _run([*STREAMO, "tiny-model", str(untrained_model), "--with-state-tokens", *_size_options(args)])
         untrained = _score_model(untrained_model, held_out, test, args, work / "untrained_report.json")
         silence = _score_silence(held_out, test, work)
+        by_task = _timing_by_task(work / "trained_report.json", held_out)
 
     print(json.dumps({
         "train_minutes": round(train_minutes, 2),
         "steps": args.steps,
+        "learning_rate": args.learning_rate,
+        "warmup_ratio": args.warmup_ratio,
+        "gamma": args.gamma,
+        "alpha_power": args.alpha_power,
         "train_videos": args.train_videos,
+        "train_grounding": args.train_grounding,
         "max_pixels": args.max_pixels,
         "freeze_vit": args.freeze_vit,
         "model": {"hidden_size": args.hidden_size, "layers": args.layers, "intermediate_size": args.intermediate_size},
         "test_samples": trained["samples"],
         "tolerance_s": trained["tolerance_s"],
         "timing_f1": trained["timing_f1"],
+        "timing_f1_by_task": by_task,
         "macro_f1": trained["macro_f1"],
         "state_accuracy": trained["state_accuracy"],
         "mean_abs_delay_s": trained["mean_abs_delay_s"],

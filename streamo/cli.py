@@ -138,7 +138,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         width, height = parse_size(args.size)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    options = SynthOptions(videos=args.videos, seed=args.seed, fps=args.fps, width=width, height=height, first_index=args.first_index)
+    options = SynthOptions(videos=args.videos, seed=args.seed, fps=args.fps, width=width, height=height,
+                           first_index=args.first_index, grounding=args.grounding)
     try:
         raw_path = generate(args.out, options, progress=sys.stderr.isatty())
     except ValueError as exc:
@@ -148,6 +149,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _build_synth(sub) -> None:
+    from .synth.scene import GROUNDING_CHOICES
+
     parser = sub.add_parser(
         "synth",
         help="generate synthetic shape videos with timed events and their raw annotations",
@@ -160,6 +163,9 @@ def _build_synth(sub) -> None:
     parser.add_argument("--first-index", type=int, default=0, help="index of the first video (held-out sets: start after the training set)")
     parser.add_argument("--fps", type=positive_float, default=5.0, help="frame rate of the files (default: 5)")
     parser.add_argument("--size", default="160x128", help="frame size WIDTHxHEIGHT, even numbers (default: 160x128)")
+    parser.add_argument("--grounding", choices=GROUNDING_CHOICES, default="one",
+                        help="Grounding samples per video: one, about a random moving shape (default), or each moving "
+                        "shape (training data: the same frames with different answers per shape named)")
     parser.set_defaults(handler=cmd_synth)
 
 

@@ -95,6 +95,24 @@ def test_move_answers_name_the_columns_seen_in_the_frames():
         assert response["content"].endswith(f"from the {names[round(origin[0].x)]} to the {names[round(moving[0].x)]}.")
 
 
+def test_grounding_each_asks_about_every_moving_shape_and_keeps_the_standard_samples():
+    for index in range(8):
+        scene = make_scene(5, index)
+        standard = annotate(scene, 5, index, "v.mp4", "v.mp4")
+        each = annotate(scene, 5, index, "v.mp4", "v.mp4", grounding="each")
+        assert each[: len(standard)] == standard, "the default samples come first, unchanged"
+        grounding = [s for s in each if s["task_type"] == "Grounding"]
+        moved = {c.shape for c in scene.changes if c.kind == "move"}
+        named = [next(scene.shapes[i].kind for i in moved if scene.shapes[i].kind in g["question"][0]["content"]) for g in grounding]
+        assert sorted(named) == sorted(scene.shapes[i].kind for i in moved), "one sample per moving shape, none twice"
+        for sample, kind in zip(grounding, named):
+            shape = next(i for i in moved if scene.shapes[i].kind == kind)
+            ends = [c.end for c in scene.changes if c.kind == "move" and c.shape == shape]
+            assert [r["end_time"] for r in sample["response"]] == ends
+    with pytest.raises(ValueError, match="grounding"):
+        annotate(make_scene(5, 0), 5, 0, "v.mp4", "v.mp4", grounding="all")
+
+
 def test_decoded_frames_show_the_scene(synth_dir):
     sample = json.loads((synth_dir / "raw_data.json").read_text())[0]
     scene = make_scene(7, 0)
@@ -125,6 +143,9 @@ def test_cli_synth_and_bad_arguments(tmp_path, capsys):
         stream = container.streams.video[0]
         assert (stream.width, stream.height) == (96, 64)
         assert stream.frames == raw[0]["duration"] * 4
+    assert main(["synth", "--out", str(tmp_path / "g"), "--videos", "1", "--seed", "3", "--grounding", "each"]) == 0
+    each = json.loads((tmp_path / "g" / "raw_data.json").read_text())
+    assert each[: len(raw)] == raw
     assert main(["synth", "--out", str(tmp_path / "t"), "--videos", "1", "--size", "95x64"]) == 2
     with pytest.raises(SystemExit) as exited:
         main(["synth", "--out", str(tmp_path / "t"), "--videos", "0"])

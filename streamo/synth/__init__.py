@@ -13,13 +13,11 @@ from pathlib import Path
 from typing import Iterable
 
 import orjson
-from tqdm import tqdm
 
 from ..jsonfiles import atomic_write
-from .render import encode_scene
-from .scene import TASK_TYPES, Scene, annotate, make_scene
+from .scene import GROUNDING_CHOICES, TASK_TYPES, Scene, annotate, make_scene
 
-__all__ = ["SynthOptions", "TASK_TYPES", "Scene", "annotate", "generate", "make_scene", "parse_size"]
+__all__ = ["GROUNDING_CHOICES", "SynthOptions", "TASK_TYPES", "Scene", "annotate", "generate", "make_scene", "parse_size"]
 
 RAW_FILE = "raw_data.json"
 VIDEO_DIR = "videos"
@@ -35,6 +33,8 @@ class SynthOptions:
     height: int = 128
     first_index: int = 0
     """Index of the first video: a held-out set is the same seed from a later index on."""
+    grounding: str = "one"
+    """``one`` or ``each``: Grounding samples per scene (see ``scene.GROUNDING_CHOICES``)."""
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -51,6 +51,10 @@ def generate(out_dir: str | os.PathLike[str], options: SynthOptions, progress: b
     ``video_path`` in the annotations is relative to ``out_dir`` (convert with
     ``--video-prefix out_dir``). The same options always give the same files.
     """
+    from tqdm import tqdm
+
+    from .render import encode_scene  # PyAV: loaded only when videos are written, not by the CLI's parser
+
     out_dir = Path(out_dir)
     samples = []
     indices: Iterable[int] = range(options.first_index, options.first_index + options.videos)
@@ -59,7 +63,7 @@ def generate(out_dir: str | os.PathLike[str], options: SynthOptions, progress: b
         name = f"synth_{index:04d}.mp4"
         relative = f"{VIDEO_DIR}/{name}"
         encode_scene(scene, out_dir / relative, options.fps, options.width, options.height)
-        samples.extend(annotate(scene, options.seed, index, relative, name))
+        samples.extend(annotate(scene, options.seed, index, relative, name, options.grounding))
     raw_path = out_dir / RAW_FILE
     with atomic_write(raw_path) as handle:
         handle.write(orjson.dumps(samples, option=orjson.OPT_INDENT_2) + b"\n")

@@ -38,7 +38,7 @@ NUMBERS = ("no", "one", "two", "three", "four")
 
 TASK_TYPES = ("QA", "Grounding", "Narration", "MultiQA")
 """Instant QA, event grounding with Standby spans, narration with several responses, several
-questions in one stream: each scene yields one raw sample of each."""
+questions in one stream: each scene yields one raw sample of each (more Grounding ones on request)."""
 
 SOURCE = "streamo-synth"
 MIN_DURATION, MAX_DURATION = 20, 40
@@ -226,16 +226,33 @@ def _state_question(scene: Scene, second: int, rng: random.Random) -> tuple[str,
     return f"Where is the {target.kind}?", f"The {target.kind} is {_place_phrase(round(target.x))}."
 
 
-def _grounding_question(scene: Scene, rng: random.Random) -> tuple[str, list[dict[str, Any]]]:
-    moved = sorted({c.shape for c in scene.changes if c.kind == "move"})
-    index = rng.choice(moved)
-    kind = scene.shapes[index].kind
-    answers = [_change_answer(scene, c) for c in scene.changes if c.kind == "move" and c.shape == index]
+def _moved_shapes(scene: Scene) -> list[int]:
+    return sorted({c.shape for c in scene.changes if c.kind == "move"})
+
+
+def _grounding_for(scene: Scene, shape: int) -> tuple[str, list[dict[str, Any]]]:
+    kind = scene.shapes[shape].kind
+    answers = [_change_answer(scene, c) for c in scene.changes if c.kind == "move" and c.shape == shape]
     return f"Tell me each time the {kind} finishes moving, and where it went.", answers
 
 
-def annotate(scene: Scene, seed: int, index: int, video_path: str, video_name: str) -> list[dict[str, Any]]:
-    """The raw samples (one per task type) for one scene, in the README's raw format."""
+def _grounding_question(scene: Scene, rng: random.Random) -> tuple[str, list[dict[str, Any]]]:
+    return _grounding_for(scene, rng.choice(_moved_shapes(scene)))
+
+
+GROUNDING_CHOICES = ("one", "each")
+"""``one``: one Grounding sample per scene, about a random moving shape. ``each``: also one for
+every other shape that moves, so the same frames come with different answers depending on the
+shape named -- the contrast that teaches a model to tie a word to a shape."""
+
+
+def annotate(
+    scene: Scene, seed: int, index: int, video_path: str, video_name: str, grounding: str = "one"
+) -> list[dict[str, Any]]:
+    """The raw samples (one per task type, plus the extra Grounding ones of ``grounding="each"``)
+    for one scene, in the README's raw format."""
+    if grounding not in GROUNDING_CHOICES:
+        raise ValueError(f"grounding must be one of {', '.join(GROUNDING_CHOICES)}, got {grounding!r}")
     rng = random.Random(f"streamo-synth-questions:{seed}:{index}")
     common = {"video_name": video_name, "video_path": video_path, "source": SOURCE}
     samples = []
@@ -243,7 +260,8 @@ def annotate(scene: Scene, seed: int, index: int, video_path: str, video_name: s
     question, answer = _state_question(scene, 1, rng)
     samples.append({**common, "task_type": "QA", "question": [_question(question, 1)], "response": [_instant(answer, 1)]})
 
-    question, answers = _grounding_question(scene, rng)
+    asked = rng.choice(_moved_shapes(scene))
+    question, answers = _grounding_for(scene, asked)
     samples.append({**common, "task_type": "Grounding", "question": [_question(question, 1)], "response": answers})
 
     narration = [_change_answer(scene, change) for change in scene.changes]
@@ -264,6 +282,12 @@ def annotate(scene: Scene, seed: int, index: int, video_path: str, video_name: s
         questions.append(_question(question, second))
         responses.append(_instant(answer, second))
     samples.append({**common, "task_type": "MultiQA", "question": questions, "response": responses})
+
+    if grounding == "each":
+        for shape in _moved_shapes(scene):
+            if shape != asked:
+                question, answers = _grounding_for(scene, shape)
+                samples.append({**common, "task_type": "Grounding", "question": [_question(question, 1)], "response": answers})
 
     for sample in samples:
         sample["duration"] = scene.duration
