@@ -28,7 +28,10 @@ STREAMO = [sys.executable, "-m", "streamo.cli"]
 
 
 def _run(command: list[str], **kwargs) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, **kwargs)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, **kwargs)
+    except subprocess.TimeoutExpired as exc:
+        sys.exit(f"learnability: {' '.join(map(str, command[:4]))} ... stopped after {exc.timeout:.0f} s (--train-timeout)")
     if result.returncode != 0:
         sys.exit(f"learnability: {' '.join(map(str, command[:4]))} ... failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result.stdout
@@ -39,7 +42,8 @@ def _summary(stdout: str) -> dict:
 
 
 def _size_options(args: argparse.Namespace) -> list[str]:
-    return ["--hidden-size", str(args.hidden_size), "--layers", str(args.layers), "--intermediate-size", str(args.intermediate_size)]
+    return ["--hidden-size", str(args.hidden_size), "--layers", str(args.layers), "--intermediate-size", str(args.intermediate_size),
+            "--vision-hidden-size", str(args.vision_hidden_size)]
 
 
 def _train(args: argparse.Namespace, model: Path, dataset: Path, output: Path) -> tuple[Path, float]:
@@ -97,17 +101,18 @@ def main() -> int:
     parser.add_argument("--test-videos", type=int, default=6, help="held-out synthetic videos")
     parser.add_argument("--train-grounding", choices=["one", "each"], default="one",
                         help="streamo synth --grounding for the training set (the held-out set always has the standard mix)")
-    parser.add_argument("--steps", type=int, default=300, help="optimizer steps (batch 1)")
-    parser.add_argument("--learning-rate", type=float, default=1e-2)
-    parser.add_argument("--warmup-ratio", type=float, default=0.0, help="share of the steps spent warming up the learning rate")
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps (batch 1)")
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--warmup-ratio", type=float, default=0.05, help="share of the steps spent warming up the learning rate")
     parser.add_argument("--max-length", type=int, default=2048, help="tokens per training sample (longer ones become windows)")
     parser.add_argument("--max-pixels", type=int, default=12544, help="frame budget (12544: 112x112, 16 visual tokens)")
     parser.add_argument("--freeze-vit", action="store_true", help="keep the random vision encoder frozen (trained by default)")
-    parser.add_argument("--hidden-size", type=int, default=64, help="tiny model width (streamo tiny-model --hidden-size)")
-    parser.add_argument("--layers", type=int, default=2, help="tiny model layers")
-    parser.add_argument("--intermediate-size", type=int, default=128, help="tiny model MLP width")
+    parser.add_argument("--hidden-size", type=int, default=128, help="tiny model width (streamo tiny-model --hidden-size)")
+    parser.add_argument("--layers", type=int, default=4, help="tiny model layers")
+    parser.add_argument("--intermediate-size", type=int, default=256, help="tiny model MLP width")
+    parser.add_argument("--vision-hidden-size", type=int, default=32, help="tiny vision encoder width")
     parser.add_argument("--gamma", type=float, default=1.0, help="STREAMO_FOCAL_GAMMA")
-    parser.add_argument("--alpha-power", type=float, default=0.5, help="STREAMO_FOCAL_ALPHA_POWER")
+    parser.add_argument("--alpha-power", type=float, default=1.0, help="STREAMO_FOCAL_ALPHA_POWER")
     parser.add_argument("--train-timeout", type=float, default=15 * 60, help="seconds allowed for training")
     parser.add_argument("--work", type=Path, help="keep data and checkpoints here (default: a temporary directory)")
     args = parser.parse_args()
@@ -146,7 +151,8 @@ def main() -> int:
         "train_grounding": args.train_grounding,
         "max_pixels": args.max_pixels,
         "freeze_vit": args.freeze_vit,
-        "model": {"hidden_size": args.hidden_size, "layers": args.layers, "intermediate_size": args.intermediate_size},
+        "model": {"hidden_size": args.hidden_size, "layers": args.layers, "intermediate_size": args.intermediate_size,
+                  "vision_hidden_size": args.vision_hidden_size},
         "test_samples": trained["samples"],
         "tolerance_s": trained["tolerance_s"],
         "timing_f1": trained["timing_f1"],
