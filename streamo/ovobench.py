@@ -15,8 +15,11 @@ Scoring rules, as in the benchmark's own scorer: a multiple-choice reply is righ
 contains the letter of the right option; REC when the digits of the reply, joined, equal the
 count; SSR/CRR when the reply is exactly "Y"/"N" for type 1/0, or contains "Yes"/"No" (case
 matters); a missing reply is wrong. Task accuracy is the mean over probes; a category is the
-mean of its tasks; ``overall`` is the mean of the three categories (the current scorer and the
-paper's table); ``task_mean``, the mean over all tasks, is what the first release printed.
+mean of its tasks; ``overall`` is the mean over all tasks, the "Total Avg." the benchmark's
+scorer (``utils/OVOBenchScore.py``) prints. Published figures were not all computed that way
+(the benchmark README's example output matches a mean over probes, from earlier code of that
+scorer), so ``category_mean`` (mean of the three categories) and ``probe_mean`` (all probes
+pooled) are reported too: compare a published number with the one computed the same way.
 
 Two ways to run a model: ``run_offline`` calls ``answer(probe)`` for each probe with the video
 cut at the probe time (the benchmark's protocol); ``run_streaming`` plays each video once per
@@ -228,7 +231,8 @@ class ProbeResult:
 
 
 def score(results: Iterable[ProbeResult]) -> dict[str, Any]:
-    """Per-task accuracy, category means, ``overall`` (mean of categories) and ``task_mean``, in %."""
+    """Per-task accuracy, category means, ``overall`` (mean over tasks), ``category_mean`` and
+    ``probe_mean``, in % (see the module docstring for why three totals)."""
     by_task: dict[str, list[bool]] = {}
     for result in results:
         by_task.setdefault(result.probe.task, []).append(result.correct)
@@ -242,8 +246,9 @@ def score(results: Iterable[ProbeResult]) -> dict[str, Any]:
         "tasks": tasks,
         "probes": {task: len(marks) for task, marks in by_task.items()},
         "categories": categories,
-        "overall": sum(categories.values()) / len(categories) if categories else None,
-        "task_mean": sum(tasks.values()) / len(tasks) if tasks else None,
+        "overall": sum(tasks.values()) / len(tasks) if tasks else None,
+        "category_mean": sum(categories.values()) / len(categories) if categories else None,
+        "probe_mean": 100 * sum(map(sum, by_task.values())) / sum(map(len, by_task.values())) if by_task else None,
     }
 
 

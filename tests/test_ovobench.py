@@ -73,8 +73,9 @@ def test_scores_follow_the_benchmark_aggregation(items):
     assert report["tasks"] == pytest.approx({"EPM": 100, "ASI": 0, "STU": 100, "OCR": 100, "REC": 200 / 3, "SSR": 75, "CRR": 100})
     forward = (200 / 3 + 75 + 100) / 3
     assert report["categories"] == pytest.approx({"backward": 50, "realtime": 100, "forward": forward})
-    assert report["overall"] == pytest.approx((50 + 100 + forward) / 3)
-    assert report["task_mean"] == pytest.approx((100 + 0 + 100 + 100 + 200 / 3 + 75 + 100) / 7)
+    assert report["overall"] == pytest.approx((100 + 0 + 100 + 100 + 200 / 3 + 75 + 100) / 7)
+    assert report["category_mean"] == pytest.approx((50 + 100 + forward) / 3)
+    assert report["probe_mean"] == pytest.approx(100 * 12 / 15)
     assert report["probes"]["SSR"] == 4
     assert sum(record["correct"] for record in results_as_records(results)) == 12
 
