@@ -23,8 +23,6 @@ class UsageError(Exception):
     """Arguments or inputs that make the command unusable (exit status 2)."""
 
 
-
-
 def _add_raw_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, type=existing_file, help="raw annotations: JSON list, JSON object or JSONL")
     parser.add_argument("--video-prefix", help="directory prepended to each sample's video_path")
@@ -283,16 +281,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_engine_options(parser: argparse.ArgumentParser) -> None:
-
-    parser.add_argument("--window", type=positive_float, help="engine: keep at most this many seconds of turns in the cache")
-    parser.add_argument("--response-threshold", type=probability, help="engine: answer only when P(Response) is at least this")
-    parser.add_argument("--max-new-tokens", type=positive_int, default=128, help="engine: longest answer in tokens (default: 128)")
-    parser.add_argument("--max-pixels", type=positive_int, help="engine: pixel budget per frame (default: the checkpoint's)")
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-
-
 def _build_eval(sub) -> None:
+    from .engine.command import add_engine_options
+
     parser = sub.add_parser(
         "eval",
         help="score a model or per-second predictions against ground-truth timelines",
@@ -310,7 +301,7 @@ def _build_eval(sub) -> None:
     parser.add_argument("--out", type=Path, help="write the full JSON report here")
     parser.add_argument("--plot", type=Path, help="*.png: one picture of all samples; otherwise a directory of pictures")
     parser.add_argument("--predictions-out", type=Path, help="with --model: keep the predictions JSONL here (to re-score later)")
-    _add_engine_options(parser)
+    add_engine_options(parser)
     parser.set_defaults(handler=cmd_eval)
 
 
@@ -321,8 +312,6 @@ def cmd_ovobench(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.tasks or ()) - set(CATEGORY_OF))
     if unknown:
         raise UsageError(f"--tasks: unknown {', '.join(unknown)} (known: {', '.join(CATEGORY_OF)})")
-    if (args.model is None) == (args.predictions is None):
-        raise UsageError("give --model (run the engine) or --predictions (score replies), not both")
     try:
         items, problems = load_annotations(args.annotations, str(args.video_root) if args.video_root else None, args.tasks)
     except InvalidRecord as exc:
@@ -366,6 +355,8 @@ def cmd_ovobench(args: argparse.Namespace) -> int:
 
 
 def _build_ovobench(sub) -> None:
+    from .engine.command import add_engine_options
+
     parser = sub.add_parser(
         "ovobench",
         help="run a model on OVO-Bench (or score its replies) by the benchmark's rules",
@@ -375,13 +366,14 @@ def _build_ovobench(sub) -> None:
     )
     parser.add_argument("--annotations", required=True, type=existing_file, help="OVO-Bench annotation file (JSON list)")
     parser.add_argument("--video-root", type=Path, help="directory the annotations' video paths are relative to")
-    parser.add_argument("--model", help="checkpoint directory to run through the streaming engine")
-    parser.add_argument("--predictions", type=existing_file, help="score these replies instead (JSONL {id, index, reply})")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="checkpoint directory to run through the streaming engine")
+    source.add_argument("--predictions", type=existing_file, help="score these replies instead (JSONL {id, index, reply})")
     parser.add_argument("--tasks", nargs="+", help="only these tasks (e.g. REC SSR CRR EPM)")
     parser.add_argument("--fps", type=positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
     parser.add_argument("--out", type=Path, help="write the full JSON report (scores, latency, every probe) here")
     parser.add_argument("--predictions-out", type=Path, help="write the replies (JSONL {id, task, index, reply}) here")
-    _add_engine_options(parser)
+    add_engine_options(parser)
     parser.set_defaults(handler=cmd_ovobench)
 
 

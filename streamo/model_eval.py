@@ -81,7 +81,7 @@ def load_eval_samples(
 ) -> tuple[list[EvalSample], list[str]]:
     """Ground truth of a stream or raw file with each sample's video; problems of unusable records."""
     truths, problems = load_truth(path, fps=fps, video_prefix=video_prefix)
-    records = {index: record for index, record in enumerate(iter_records(path))}
+    records = list(iter_records(path))
     samples = []
     for truth in truths:
         record = records[truth.index]
@@ -198,7 +198,7 @@ def ovobench_answer(model: StreamModel) -> Callable:
 
 def engine_settings(args: argparse.Namespace) -> EngineSettings:
     return EngineSettings(
-        fps=args.fps, window=args.window, eviction_block=getattr(args, "eviction_block", None),
+        fps=args.fps, window=args.window, eviction_block=args.eviction_block,
         response_threshold=args.response_threshold, max_new_tokens=args.max_new_tokens, max_pixels=args.max_pixels,
     )
 

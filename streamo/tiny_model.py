@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .argtypes import positive_int
 from .protocol import SPECIAL_TOKENS
 
 BUILD_RECORD = "streamo_tiny_model.json"
@@ -227,19 +228,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="rebuild even when a complete build exists")
     defaults = TinyModelSpec()
     sizes = parser.add_argument_group("sizes", "a larger tiny model (for learnability runs); build each size into its own directory")
-    sizes.add_argument("--hidden-size", type=int, default=defaults.hidden_size, help=f"language model width (default: {defaults.hidden_size})")
-    sizes.add_argument("--layers", type=int, default=defaults.layers, help=f"language model layers (default: {defaults.layers})")
-    sizes.add_argument("--intermediate-size", type=int, default=defaults.intermediate_size, help=f"language model MLP width (default: {defaults.intermediate_size})")
-    sizes.add_argument("--vision-hidden-size", type=int, default=defaults.vision_hidden_size, help=f"vision encoder width (default: {defaults.vision_hidden_size})")
-    sizes.add_argument("--vision-depth", type=int, default=defaults.vision_depth, help=f"vision encoder blocks (default: {defaults.vision_depth})")
+    sizes.add_argument("--hidden-size", type=positive_int, default=defaults.hidden_size, help=f"language model width (default: {defaults.hidden_size})")
+    sizes.add_argument("--layers", type=positive_int, default=defaults.layers, help=f"language model layers (default: {defaults.layers})")
+    sizes.add_argument("--intermediate-size", type=positive_int, default=defaults.intermediate_size, help=f"language model MLP width (default: {defaults.intermediate_size})")
+    sizes.add_argument("--vision-hidden-size", type=positive_int, default=defaults.vision_hidden_size, help=f"vision encoder width (default: {defaults.vision_hidden_size})")
+    sizes.add_argument("--vision-depth", type=positive_int, default=defaults.vision_depth, help=f"vision encoder blocks (default: {defaults.vision_depth})")
 
 
 def spec_from_args(args: argparse.Namespace) -> TinyModelSpec:
     """The spec the ``tiny-model`` options describe; the defaults give ``TinyModelSpec()``."""
     defaults = TinyModelSpec()
-    for name in ("hidden_size", "layers", "intermediate_size", "vision_hidden_size", "vision_depth"):
-        if getattr(args, name) <= 0:
-            raise SystemExit(f"tiny-model: --{name.replace('_', '-')} must be positive")
     if args.hidden_size % (defaults.heads * 4):
         raise SystemExit(f"tiny-model: --hidden-size must be a multiple of {defaults.heads * 4} (heads x M-RoPE sections)")
     if args.vision_hidden_size % defaults.vision_heads:

@@ -36,6 +36,17 @@ class FrameInput:
     """(turn, PIL image) in turn order."""
 
 
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """The engine settings every command that runs a model takes (stream, eval and ovobench --model)."""
+    parser.add_argument("--window", type=positive_float, help="keep at most this many seconds of turns in the cache")
+    parser.add_argument("--eviction-block", type=positive_float,
+                        help="seconds dropped at once when the window is full (default: a quarter of the window)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=128, help="longest answer in tokens (default: 128)")
+    parser.add_argument("--response-threshold", type=probability,
+                        help="answer only when P(Response) over the three states is at least this")
+    parser.add_argument("--max-pixels", type=positive_int,
+                        help="pixel budget per frame (default: the checkpoint's max_pixels, else $MAX_PIXELS, else 100352)")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,16 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--questions", type=Path, help="raw annotation file whose questions to ask (placed as the converter places them)")
     parser.add_argument("--sample", type=int, default=0, help="record of --questions to use (default: 0)")
     parser.add_argument("--fps", type=positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
-    parser.add_argument("--window", type=positive_float, help="keep at most this many seconds of turns in the cache")
-    parser.add_argument("--eviction-block", type=positive_float,
-                        help="seconds dropped at once when the window is full (default: a quarter of the window)")
-    parser.add_argument("--max-new-tokens", type=positive_int, default=128, help="longest answer in tokens (default: 128)")
-    parser.add_argument("--response-threshold", type=probability,
-                        help="answer only when P(Response) over the three states is at least this")
-    parser.add_argument("--max-pixels", type=positive_int,
-                        help="pixel budget per frame (default: the checkpoint's max_pixels, else $MAX_PIXELS, else 100352)")
+    add_engine_options(parser)
     parser.add_argument("--system-prompt-file", type=Path, help="system prompt used in training (default: Streamo's built-in prompt)")
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--json", action="store_true", help='print JSON lines {"t", "state", "text", "latency_ms"}')
     parser.add_argument("--realtime", action="store_true", help="pace frames by the wall clock instead of as fast as possible")
 
