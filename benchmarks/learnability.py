@@ -63,9 +63,10 @@ def _train(args: argparse.Namespace, model: Path, dataset: Path, output: Path) -
 
 
 def _score_model(model: Path, data: Path, videos: Path, args: argparse.Namespace, report: Path) -> dict:
+    """Scores ``model`` on the held-out data; the report and the per-second predictions land beside ``report``."""
     return _summary(_run([*STREAMO, "eval", "--model", str(model), "--data", str(data), "--video-prefix", str(videos),
                           "--max-pixels", str(args.max_pixels), "--max-new-tokens", "24", "--device", "cpu",
-                          "--out", str(report)]))
+                          "--out", str(report), "--predictions-out", str(report.with_suffix(".predictions.jsonl"))]))
 
 
 def _timing_by_task(report: Path, raw: Path) -> dict[str, float | None]:
@@ -114,7 +115,7 @@ def main() -> int:
     parser.add_argument("--gamma", type=float, default=1.0, help="STREAMO_FOCAL_GAMMA")
     parser.add_argument("--alpha-power", type=float, default=1.0, help="STREAMO_FOCAL_ALPHA_POWER")
     parser.add_argument("--train-timeout", type=float, default=15 * 60, help="seconds allowed for training")
-    parser.add_argument("--work", type=Path, help="keep data and checkpoints here (default: a temporary directory)")
+    parser.add_argument("--work", type=Path, help="keep data, checkpoints, reports and predictions here (default: a temporary directory)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="streamo-learnability-") as scratch:

@@ -171,19 +171,37 @@ def _focal_terms(ce: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 class _WeightedFocalCE(torch.autograd.Function):
-    """Sum over selected rows of ``weight * (1 - p)**gamma * CE``, with the gradient made in forward."""
+    """Sum over selected rows of ``weight * (1 - p)**gamma * CE``, with the gradient made in forward.
+
+    Two layouts of the stored gradient. When the selected rows are one contiguous block
+    covering at least half of the logits (ms-swift's ``logits_to_keep`` leaves only the
+    supervised rows, so this is the usual case), the gradient is written straight into a
+    logits-shaped tensor and the rows are read as a view: no gather and no scatter. Otherwise (full logits with few supervised rows) only the
+    selected rows' gradient is kept and scattered into zeros in backward.
+    """
 
     @staticmethod
     def forward(ctx, logits, rows, targets, weights, gammas, chunk_rows):  # type: ignore[override]
         vocab = logits.shape[-1]
+        count = rows.numel()
         need_grad = ctx.needs_input_grad[0]
         compute_dtype = torch.promote_types(logits.dtype, torch.float32)
         total = torch.zeros((), dtype=compute_dtype, device=logits.device)
-        grad_rows = torch.empty((rows.numel(), vocab), dtype=logits.dtype, device=logits.device) if need_grad else None
-        for start in range(0, rows.numel(), chunk_rows):
-            stop = min(start + chunk_rows, rows.numel())
+        first = int(rows[0]) if count else 0
+        dense = count > 0 and int(rows[-1]) - first + 1 == count and 2 * count >= logits.shape[0]
+        grad_logits = grad_rows = None
+        if need_grad and dense:
+            grad_logits = logits.new_empty(logits.shape)
+            grad_logits[:first].zero_()
+            grad_logits[first + count :].zero_()
+            grad_rows = grad_logits[first : first + count]
+        elif need_grad:
+            grad_rows = torch.empty((count, vocab), dtype=logits.dtype, device=logits.device)
+        for start in range(0, count, chunk_rows):
+            stop = min(start + chunk_rows, count)
             # Advanced indexing, not index_select: the latter is many times slower for bf16 on CPU.
-            log_probs = torch.log_softmax(logits[rows[start:stop]].to(compute_dtype), dim=-1)
+            source = logits[first + start : first + stop] if dense else logits[rows[start:stop]]
+            log_probs = torch.log_softmax(source.to(compute_dtype), dim=-1)
             target = targets[start:stop]
             ce = -log_probs.gather(1, target[:, None]).squeeze(1)
             value, derivative = _focal_terms(ce, gammas[start:stop].to(compute_dtype))
@@ -196,14 +214,18 @@ class _WeightedFocalCE(torch.autograd.Function):
                 grad.mul_((weight * derivative)[:, None])
                 grad_rows[start:stop] = grad
             del log_probs
-        ctx.save_for_backward(rows, grad_rows if need_grad else None)
+        ctx.save_for_backward(rows)
+        ctx.grad_logits, ctx.grad_rows = grad_logits, (None if dense else grad_rows)
         ctx.shape = logits.shape
         ctx.chunk_rows = chunk_rows
         return total
 
     @staticmethod
     def backward(ctx, grad_output):  # type: ignore[override]
-        rows, grad_rows = ctx.saved_tensors
+        (rows,) = ctx.saved_tensors
+        if ctx.grad_logits is not None:
+            return ctx.grad_logits * grad_output.to(ctx.grad_logits.dtype), None, None, None, None, None
+        grad_rows = ctx.grad_rows
         grad_logits = grad_rows.new_zeros(ctx.shape)
         scale = grad_output.to(grad_rows.dtype)
         # Scaled chunk by chunk so that no second full copy of the stored gradient exists.

@@ -222,6 +222,29 @@ def test_gradcheck_in_float64(gamma):
     )
 
 
+@pytest.mark.parametrize("chunk_elements", [VOCAB, 1 << 20])
+def test_kept_logits_give_the_loss_and_gradient_of_the_full_logits(chunk_elements):
+    """ms-swift's ``logits_to_keep`` hands over only the rows that predict a label (plus the
+    last one) and the labels compacted to match: the result must not change."""
+    logits, labels = random_batch(batch=1, length=20, ignore_share=0.5, seed=3)
+    kwargs = dict(state_token_ids=STATE_IDS, alpha=(0.5, 2.0, 3.0), gamma=1.0, chunk_elements=chunk_elements)
+    full_loss, full_grad = loss_and_grad(stream_focal_loss, logits, labels, **kwargs)
+    supervised = labels[0] != IGNORE_INDEX
+    keep = F.pad(supervised[1:], (0, 1), value=True)
+    kept_labels = F.pad(labels[:, supervised], (1, 0), value=IGNORE_INDEX)
+    kept_loss, kept_grad = loss_and_grad(stream_focal_loss, logits[:, keep], kept_labels, **kwargs)
+    torch.testing.assert_close(kept_loss, full_loss)
+    torch.testing.assert_close(kept_grad, full_grad[:, keep])
+
+
+def test_gradcheck_when_every_row_is_supervised():
+    logits, labels = random_batch(batch=1, length=6, vocab=9, ignore_share=0.0, dtype=torch.float64, seed=5)
+    labels[labels >= 9] = 1
+    assert torch.autograd.gradcheck(
+        lambda x: stream_focal_loss(x, labels, STATE_IDS, (0.5, 2.0, 3.0), 1.5, chunk_elements=18), (logits,)
+    )
+
+
 @pytest.mark.parametrize("chunk_elements", [VOCAB, 5 * VOCAB, 1 << 20])
 def test_loss_and_gradient_equal_the_naive_full_softmax(chunk_elements):
     logits, labels = random_batch(batch=3, length=12, seed=7)
