@@ -122,10 +122,34 @@ def test_decoded_frames_show_the_scene(synth_dir):
     assert len(frames) == scene.duration * 5
     for second in range(scene.duration):
         frame = frames[second * 5].astype(int)
+        if scene.moving_between(second - 1, second):
+            continue  # smeared by motion: test_motion_is_smeared_and_rest_is_sharp
         for shape in scene.state_at(second):
             cx, cy = canvas.centre(shape.x, shape.row)
             assert np.abs(frame[cy, cx] - COLOURS[shape.colour]).max() < 40
         assert np.abs(frame[1, 1] - BACKGROUND).max() < 20
+
+
+def _colours(frame: np.ndarray) -> set[tuple[int, ...]]:
+    return set(map(tuple, frame.reshape(-1, 3).tolist()))
+
+
+def test_motion_is_smeared_and_rest_is_sharp():
+    """Frames taken while a shape moves show it smeared (colours between it and the background);
+    the frame before the move and the move's answer frame, the first after it, are sharp."""
+    canvas = Canvas(160, 128)
+    palette = {BACKGROUND, *COLOURS.values()}
+    moves = 0
+    for index in range(4):
+        scene = make_scene(0, index)
+        for change in (c for c in scene.changes if c.kind == "move"):
+            first, last = int(change.start - 0.5), int(change.end - 0.5)
+            for second in range(first + 1, last + 1):
+                assert _colours(canvas.draw(scene, second)) - palette, f"scene {index}: second {second} is mid-move"
+            for second in (first, last + 1):
+                assert _colours(canvas.draw(scene, second)) <= palette, f"scene {index}: second {second} is at rest"
+            moves += 1
+    assert moves >= 4
 
 
 def test_parse_size():

@@ -15,6 +15,14 @@ from .scene import COLOURS, ROWS, Scene
 BACKGROUND = (40, 40, 48)
 CRF = 28
 """Flat colours survive strong compression: a 30-second clip stays in the tens of kilobytes."""
+EXPOSURE = 0.5
+"""Seconds of scene each frame integrates, like a camera shutter left open: a moving shape is
+smeared along its path and a shape at rest is sharp, so "still moving" and "has stopped" can
+be read off the frame that the label is about (the first sharp frame after a move is its
+answer turn). Changes happen at half seconds and sampled frames sit on whole seconds, so no
+sampled exposure contains an instant change."""
+SUBFRAMES = 6
+"""Instants averaged over an exposure while something moves."""
 
 
 class Canvas:
@@ -45,6 +53,15 @@ class Canvas:
         return int(round(cx)), int(round(cy))
 
     def draw(self, scene: Scene, t: float) -> np.ndarray:
+        """The frame at ``t``: the scene averaged over the exposure ``(t - EXPOSURE, t]``."""
+        if not scene.moving_between(t - EXPOSURE, t):
+            return self._draw_instant(scene, t)
+        total = np.zeros((self.height, self.width, 3), dtype=np.float32)
+        for step in range(SUBFRAMES):
+            total += self._draw_instant(scene, t - EXPOSURE * step / (SUBFRAMES - 1))
+        return np.rint(total / SUBFRAMES).astype(np.uint8)
+
+    def _draw_instant(self, scene: Scene, t: float) -> np.ndarray:
         frame = np.empty((self.height, self.width, 3), dtype=np.uint8)
         frame[:] = BACKGROUND
         r = self.radius

@@ -10,8 +10,9 @@ on a boundary, and the annotations are chosen so that each label follows from th
   ``time = a + 2``, the end of that turn, which the converter maps back to turn ``a + 1``;
 * a move from ``a + 0.5`` to ``b + 0.5`` is annotated with exactly those times, giving
   ``</Standby>`` in turns a..b and ``</Response>`` in turn b + 1, the first frame showing the
-  shape at rest in its new place (the converter's first Standby turn, a, still shows the shape
-  before it starts: that one turn is the converter's convention, not visible in the frame);
+  shape at rest in its new place (frames a + 1..b show it smeared by motion, see
+  ``render.EXPOSURE``; the converter's first Standby turn, a, still shows the shape before it
+  starts: that one turn is the converter's convention, not visible in the frame);
 * a question about the present state asked at integer second q is shown and answered in turn
   q − 1; the scene does not change between that turn's frame and q.
 
@@ -105,6 +106,10 @@ class Scene:
                     x = before + (after - before) * progress
             visible.append(ShapeState(shape.kind, colour, x, shape.row))
         return visible
+
+    def moving_between(self, start: float, end: float) -> bool:
+        """True when a shape is in motion at some moment of ``(start, end)``."""
+        return any(c.kind == "move" and c.start < end and c.end > start for c in self.changes)
 
     def stable_around(self, second: int) -> bool:
         """True when nothing changes near the frame of turn ``second - 1`` up to ``second``."""
