@@ -4,12 +4,14 @@ Everything goes through the real entry points: ``streamo synth`` makes training 
 videos (different seeds, held-out indices after the training ones), ``streamo convert`` turns
 the training annotations into stream conversations, ``PRESET=cpu-tiny bash train.sh`` trains
 (``swift sft`` with the plugin and ``stream_focal``), and ``streamo eval --model`` plays every
-held-out sample through the streaming engine and scores it. The same scorer rates two
-baselines on the same held-out samples: always ``</Silence>``, and the model before training
-(the tiny model with the state tokens added, as training adds them).
+held-out sample through the streaming engine and scores it. The same scorer rates three
+baselines on the same held-out samples: always ``</Silence>``, the model before training (the
+tiny model with the state tokens added, as training adds them), and the trained model shown
+blank frames (same annotations and lengths, background only): what it scores there it owes to
+when answers tend to come, not to what it sees.
 
 Prints ONE JSON line: training minutes and the held-out timing F1 (±1 s) and macro-F1 of the
-trained model and of both baselines.
+trained model and of the baselines.
 """
 
 from __future__ import annotations
@@ -82,6 +84,26 @@ def _timing_by_task(report: Path, raw: Path) -> dict[str, float | None]:
             for task, (truth, predicted, matched) in sorted(totals.items())}
 
 
+def _blank_copy(test: Path, blank: Path) -> Path:
+    """The held-out annotations over videos of the same length that show nothing (background only).
+
+    A model that reads its frames loses its answers here; one that has learned only when
+    answers tend to come (a prior over turn numbers and the text so far) keeps its score.
+    """
+    from streamo.synth import SynthOptions
+    from streamo.synth.render import encode_scene
+    from streamo.synth.scene import Scene
+
+    options = SynthOptions(videos=1)
+    raw = json.loads((test / "raw_data.json").read_text(encoding="utf-8"))
+    for sample in raw:
+        target = blank / sample["video_path"]
+        if not target.exists():
+            encode_scene(Scene(int(sample["duration"]), []), target, options.fps, options.width, options.height)
+    (blank / "raw_data.json").write_text(json.dumps(raw), encoding="utf-8")
+    return blank / "raw_data.json"
+
+
 def _score_silence(data: Path, videos: Path, work: Path) -> dict:
     from streamo.metrics import load_truth
 
@@ -139,6 +161,8 @@ def main() -> int:
         _run([*STREAMO, "tiny-model", str(untrained_model), "--with-state-tokens", *_size_options(args)])
         untrained = _score_model(untrained_model, held_out, test, args, work / "untrained_report.json")
         silence = _score_silence(held_out, test, work)
+        blank = work / "heldout_blank"
+        blind = _score_model(checkpoint, _blank_copy(test, blank), blank, args, work / "blank_frames_report.json")
         by_task = _timing_by_task(work / "trained_report.json", held_out)
 
     print(json.dumps({
@@ -166,8 +190,11 @@ def main() -> int:
         "baseline_silence_macro_f1": silence["macro_f1"],
         "untrained_timing_f1": untrained["timing_f1"],
         "untrained_macro_f1": untrained["macro_f1"],
+        "blank_frames_timing_f1": blind["timing_f1"],
+        "blank_frames_macro_f1": blind["macro_f1"],
         "timing_f1_over_untrained": trained["timing_f1"] - (untrained["timing_f1"] or 0.0),
         "macro_f1_over_silence": trained["macro_f1"] - silence["macro_f1"],
+        "timing_f1_over_blank_frames": trained["timing_f1"] - (blind["timing_f1"] or 0.0),
     }))
     return 0
 
