@@ -54,7 +54,7 @@ def _train(args: argparse.Namespace, model: Path, dataset: Path, output: Path) -
                STREAMO_FOCAL_GAMMA=str(args.gamma), STREAMO_FOCAL_ALPHA_POWER=str(args.alpha_power))
     # A random frozen ViT hides most of a frame's change from the language model: train it too.
     extra = ["--lr_scheduler_type", "cosine", "--warmup_ratio", str(args.warmup_ratio), "--weight_decay", "0",
-             "--freeze_vit", "true" if args.freeze_vit else "false"]
+             "--freeze_vit", "true" if args.freeze_vit else "false", "--freeze_aligner", "true" if args.freeze_aligner else "false"]
     started = time.monotonic()
     _run(["bash", str(REPO / "train.sh"), *extra], env=env, timeout=args.train_timeout)
     minutes = (time.monotonic() - started) / 60
@@ -130,6 +130,8 @@ def main() -> int:
     parser.add_argument("--max-length", type=int, default=2048, help="tokens per training sample (longer ones become windows)")
     parser.add_argument("--max-pixels", type=int, default=12544, help="frame budget (12544: 112x112, 16 visual tokens)")
     parser.add_argument("--freeze-vit", action="store_true", help="keep the random vision encoder frozen (trained by default)")
+    parser.add_argument("--freeze-aligner", action="store_true",
+                        help="keep the random merger (vision to language projection) frozen (trained by default)")
     parser.add_argument("--hidden-size", type=int, default=128, help="tiny model width (streamo tiny-model --hidden-size)")
     parser.add_argument("--layers", type=int, default=4, help="tiny model layers")
     parser.add_argument("--intermediate-size", type=int, default=256, help="tiny model MLP width")
@@ -176,6 +178,7 @@ def main() -> int:
         "train_grounding": args.train_grounding,
         "max_pixels": args.max_pixels,
         "freeze_vit": args.freeze_vit,
+        "freeze_aligner": args.freeze_aligner,
         "model": {"hidden_size": args.hidden_size, "layers": args.layers, "intermediate_size": args.intermediate_size,
                   "vision_hidden_size": args.vision_hidden_size},
         "test_samples": trained["samples"],
