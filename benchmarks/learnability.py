@@ -94,12 +94,11 @@ def _blank_copy(test: Path, blank: Path) -> Path:
     from streamo.synth.render import encode_scene
     from streamo.synth.scene import Scene
 
-    options = SynthOptions(videos=1)
     raw = json.loads((test / "raw_data.json").read_text(encoding="utf-8"))
     for sample in raw:
         target = blank / sample["video_path"]
-        if not target.exists():
-            encode_scene(Scene(int(sample["duration"]), []), target, options.fps, options.width, options.height)
+        if not target.exists():  # one video serves the four samples made from it
+            encode_scene(Scene(int(sample["duration"]), []), target, SynthOptions.fps, SynthOptions.width, SynthOptions.height)
     (blank / "raw_data.json").write_text(json.dumps(raw), encoding="utf-8")
     return blank / "raw_data.json"
 

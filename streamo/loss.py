@@ -176,8 +176,9 @@ class _WeightedFocalCE(torch.autograd.Function):
     Two layouts of the stored gradient. When the selected rows are one contiguous block
     covering at least half of the logits (ms-swift's ``logits_to_keep`` leaves only the
     supervised rows, so this is the usual case), the gradient is written straight into a
-    logits-shaped tensor and the rows are read as a view: no gather and no scatter. Otherwise (full logits with few supervised rows) only the
-    selected rows' gradient is kept and scattered into zeros in backward.
+    logits-shaped tensor and the rows are read as a view: no gather and no scatter. Otherwise
+    (full logits with few supervised rows) only the selected rows' gradient is kept and
+    scattered into zeros in backward.
     """
 
     @staticmethod
@@ -187,8 +188,8 @@ class _WeightedFocalCE(torch.autograd.Function):
         need_grad = ctx.needs_input_grad[0]
         compute_dtype = torch.promote_types(logits.dtype, torch.float32)
         total = torch.zeros((), dtype=compute_dtype, device=logits.device)
-        first = int(rows[0]) if count else 0
-        dense = count > 0 and int(rows[-1]) - first + 1 == count and 2 * count >= logits.shape[0]
+        first, last = rows[[0, -1]].tolist() if count else (0, -1)
+        dense = count > 0 and last - first + 1 == count and 2 * count >= logits.shape[0]
         grad_logits = grad_rows = None
         if need_grad and dense:
             grad_logits = logits.new_empty(logits.shape)
@@ -214,18 +215,18 @@ class _WeightedFocalCE(torch.autograd.Function):
                 grad.mul_((weight * derivative)[:, None])
                 grad_rows[start:stop] = grad
             del log_probs
-        ctx.save_for_backward(rows)
-        ctx.grad_logits, ctx.grad_rows = grad_logits, (None if dense else grad_rows)
+        ctx.save_for_backward(rows, grad_logits if dense else grad_rows)
+        ctx.dense = dense
         ctx.shape = logits.shape
         ctx.chunk_rows = chunk_rows
         return total
 
     @staticmethod
     def backward(ctx, grad_output):  # type: ignore[override]
-        (rows,) = ctx.saved_tensors
-        if ctx.grad_logits is not None:
-            return ctx.grad_logits * grad_output.to(ctx.grad_logits.dtype), None, None, None, None, None
-        grad_rows = ctx.grad_rows
+        rows, grad = ctx.saved_tensors
+        if ctx.dense:
+            return grad * grad_output.to(grad.dtype), None, None, None, None, None
+        grad_rows = grad
         grad_logits = grad_rows.new_zeros(ctx.shape)
         scale = grad_output.to(grad_rows.dtype)
         # Scaled chunk by chunk so that no second full copy of the stored gradient exists.

@@ -10,7 +10,7 @@ from streamo.cli import main
 from streamo.convert import ConvertOptions, convert_sample
 from streamo.protocol import State, parse_stream_messages
 from streamo.synth import SynthOptions, generate, make_scene, parse_size
-from streamo.synth.render import BACKGROUND, Canvas
+from streamo.synth.render import BACKGROUND, EXPOSURE, Canvas
 from streamo.synth.scene import COLOURS, TASK_TYPES, annotate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,7 +122,7 @@ def test_decoded_frames_show_the_scene(synth_dir):
     assert len(frames) == scene.duration * 5
     for second in range(scene.duration):
         frame = frames[second * 5].astype(int)
-        if scene.moving_between(second - 1, second):
+        if scene.moving_between(second - EXPOSURE, second):
             continue  # smeared by motion: test_motion_is_smeared_and_rest_is_sharp
         for shape in scene.state_at(second):
             cx, cy = canvas.centre(shape.x, shape.row)
