@@ -1,19 +1,20 @@
-"""Which side of the tiny model fails to read frames: its random vision encoder, or the rest?
+"""Why the tiny model does not read its frames: is the cue in its visual tokens, and can the rest read them?
 
 A single-frame yes/no question ("Is anything moving?") about synthetic frames (``streamo synth``;
 a shape in motion is smeared, see ``streamo.synth.render.EXPOSURE``), balanced so that chance
 is 0.5. Two arms train the same tiny model, from the same seed, on the same rows encoded by
-the plugin's template, for the same number of steps:
+the plugin's template, for the same number of steps, with the vision side frozen:
 
-* ``frames``: the model's own vision encoder (random, frozen) turns each frame into visual
-  tokens, as in ``benchmarks/learnability.py``;
+* ``frames``: the model's own vision encoder (random) turns each frame into visual tokens, as
+  in ``benchmarks/learnability.py``;
 * ``oracle``: every visual token of a frame is replaced by a fixed random code for that frame's
   true answer. The language model still has to find the answer in the visual tokens, through
   the template's layout, attention and loss; only the seeing is done for it.
 
-Held-out accuracy of the answer word is measured on real frames and, for ``frames``, on blank
-frames (background only) of the same videos: a gap between the two is what the model owes to
-what it sees. Prints ONE JSON line.
+A logistic regression on the frames arm's visual tokens (flattened) says whether the cue is in
+them at all, apart from the language model. Held-out accuracy of the answer word is measured on
+real frames and, for ``frames``, on blank frames (background only) of the same videos: a gap
+between the two is what the model owes to what it sees. Prints ONE JSON line.
 """
 
 from __future__ import annotations
@@ -43,14 +44,15 @@ def _rows(raw_dir: Path, video_root: Path, seed: int, per_answer: int) -> list[t
     names = sorted({sample["video_path"] for sample in json.loads((raw_dir / "raw_data.json").read_text(encoding="utf-8"))})
     for name in names:
         scene = make_scene(seed, int(Path(name).stem.split("_")[1]))
-        # Smeared: the frame of turn s - 1 (time s) integrates a moment of motion. Still: no motion
-        # for a whole second around it, so that the answer is never borderline.
-        moving = [s for s in range(1, scene.duration) if scene.moving_between(s - EXPOSURE, s)]
-        still = [s for s in range(1, scene.duration) if not scene.moving_between(s - 1, s + 0.01)]
+        # Turn k (time tag <k s-k+1 s>) shows the frame at k seconds, which integrates the
+        # EXPOSURE before it. Smeared: that exposure holds a moment of motion. Still: no motion
+        # from a second before to a second after, so that the answer is never borderline.
+        moving = [k for k in range(scene.duration) if scene.moving_between(k - EXPOSURE, k)]
+        still = [k for k in range(scene.duration) if not scene.moving_between(k - 1, k + 1)]
         count = min(per_answer, len(moving), len(still))
         for answer, seconds in ((1, moving), (0, still)):
-            for s in rng.sample(seconds, count):
-                rows.append(({"messages": [{"role": "user", "content": f"{QUESTION}\n<{s - 1}s-{s}s>\n<stream>"},
+            for k in rng.sample(seconds, count):
+                rows.append(({"messages": [{"role": "user", "content": f"{QUESTION}\n<{k}s-{k + 1}s>\n<stream>"},
                                            {"role": "assistant", "content": f"</Response> {ANSWERS[answer]}."}],
                               "videos": [str(video_root / name)]}, answer))
     rng.shuffle(rows)
@@ -95,6 +97,36 @@ class _Arm:
 
     def encode(self, row: dict) -> dict:
         return self.template.data_collator([self.template.encode(json.loads(json.dumps(row)))])
+
+    def probe_accuracy(self, train: list[tuple[dict, int]], test: list[tuple[dict, int]]) -> float:
+        """Held-out accuracy of a logistic regression on the frozen visual tokens: is the cue in them at all?"""
+        torch = self.torch
+
+        def features(batches):
+            rows = []
+            with torch.no_grad():
+                for batch, _ in batches:
+                    pooled = self.model.model.get_image_features(batch["pixel_values"], batch["image_grid_thw"], return_dict=True).pooler_output
+                    rows.append(torch.cat(list(pooled)).flatten() if isinstance(pooled, (list, tuple)) else pooled.flatten())
+            return torch.stack(rows), torch.tensor([answer for _, answer in batches], dtype=torch.float32)
+
+        x, y = features(train)
+        x_test, y_test = features(test)
+        mean, scale = x.mean(0), x.std(0) + 1e-6
+        x, x_test = (x - mean) / scale, (x_test - mean) / scale
+        weight = torch.zeros(x.shape[1], requires_grad=True)
+        bias = torch.zeros(1, requires_grad=True)
+        optimizer = torch.optim.LBFGS([weight, bias], max_iter=300)
+
+        def closure():
+            optimizer.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ weight + bias, y) + 1e-3 * weight.square().sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        with torch.no_grad():
+            return round(((x_test @ weight + bias > 0).float() == y_test).float().mean().item(), 3)
 
     def train(self, batches: list[tuple[dict, int]], steps: int, seed: int) -> float:
         torch, rng = self.torch, random.Random(seed)
@@ -166,7 +198,10 @@ def main() -> int:
         for name in ("frames", "oracle"):
             arm = _Arm(model_dir, oracle=name == "oracle", learning_rate=args.learning_rate, steps=args.steps, seed=args.seed)
             batches = [(arm.encode(row), answer) for row, answer in train_rows]
-            before = arm.accuracy([(arm.encode(row), answer) for row, answer in test_rows])
+            untrained_held_out = [(arm.encode(row), answer) for row, answer in test_rows]
+            before = arm.accuracy(untrained_held_out)
+            if name == "frames":  # the vision side is frozen: the probe sees the features the training sees
+                result["linear_probe_on_visual_tokens"] = arm.probe_accuracy(batches, untrained_held_out)
             seconds = arm.train(batches, args.steps, args.seed)
             held_out = [(arm.encode(row), answer) for row, answer in test_rows]
             result[name] = {"train_minutes": round(seconds / 60, 2), "heldout_accuracy_untrained": before,
