@@ -20,6 +20,7 @@ between the two is what the model owes to what it sees. Prints ONE JSON line.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import random
@@ -96,7 +97,7 @@ class _Arm:
         return output
 
     def encode(self, row: dict) -> dict:
-        return self.template.data_collator([self.template.encode(json.loads(json.dumps(row)))])
+        return self.template.data_collator([self.template.encode(copy.deepcopy(row))])
 
     def probe_accuracy(self, train: list[tuple[dict, int]], test: list[tuple[dict, int]]) -> float:
         """Held-out accuracy of a logistic regression on the frozen visual tokens: is the cue in them at all?"""
@@ -184,10 +185,10 @@ def main() -> int:
             subprocess.run([*streamo, "synth", "--out", str(folder), "--videos", str(count), "--seed", str(seed), "--first-index", str(first)],
                            check=True, capture_output=True, cwd=REPO)
         sys.path.insert(0, str(REPO / "benchmarks"))
-        from learnability import _blank_copy
+        from learnability import blank_copy
 
         blank = work / "blank"
-        _blank_copy(test, blank)
+        blank_copy(test, blank)
         model_dir = work / "model"
         subprocess.run([*streamo, "tiny-model", str(model_dir), "--with-state-tokens", "--hidden-size", "128", "--layers", "4",
                         "--intermediate-size", "256"], check=True, capture_output=True, cwd=REPO)
@@ -198,12 +199,11 @@ def main() -> int:
         for name in ("frames", "oracle"):
             arm = _Arm(model_dir, oracle=name == "oracle", learning_rate=args.learning_rate, steps=args.steps, seed=args.seed)
             batches = [(arm.encode(row), answer) for row, answer in train_rows]
-            untrained_held_out = [(arm.encode(row), answer) for row, answer in test_rows]
-            before = arm.accuracy(untrained_held_out)
-            if name == "frames":  # the vision side is frozen: the probe sees the features the training sees
-                result["linear_probe_on_visual_tokens"] = arm.probe_accuracy(batches, untrained_held_out)
-            seconds = arm.train(batches, args.steps, args.seed)
             held_out = [(arm.encode(row), answer) for row, answer in test_rows]
+            before = arm.accuracy(held_out)
+            if name == "frames":  # the vision side is frozen: the probe sees the features the training sees
+                result["linear_probe_on_visual_tokens"] = arm.probe_accuracy(batches, held_out)
+            seconds = arm.train(batches, args.steps, args.seed)
             result[name] = {"train_minutes": round(seconds / 60, 2), "heldout_accuracy_untrained": before,
                             "heldout_accuracy": arm.accuracy(held_out), "train_accuracy": arm.accuracy(batches[:200])}
             if name == "frames":

@@ -84,7 +84,7 @@ def _timing_by_task(report: Path, raw: Path) -> dict[str, float | None]:
             for task, (truth, predicted, matched) in sorted(totals.items())}
 
 
-def _blank_copy(test: Path, blank: Path) -> Path:
+def blank_copy(test: Path, blank: Path) -> Path:
     """The held-out annotations over videos of the same length that show nothing (background only).
 
     A model that reads its frames loses its answers here; one that has learned only when
@@ -164,7 +164,7 @@ def main() -> int:
         untrained = _score_model(untrained_model, held_out, test, args, work / "untrained_report.json")
         silence = _score_silence(held_out, test, work)
         blank = work / "heldout_blank"
-        blind = _score_model(checkpoint, _blank_copy(test, blank), blank, args, work / "blank_frames_report.json")
+        blind = _score_model(checkpoint, blank_copy(test, blank), blank, args, work / "blank_frames_report.json")
         by_task = _timing_by_task(work / "trained_report.json", held_out)
 
     print(json.dumps({
