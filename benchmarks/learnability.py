@@ -132,6 +132,10 @@ def main() -> int:
     parser.add_argument("--freeze-vit", action="store_true", help="keep the random vision encoder frozen (trained by default)")
     parser.add_argument("--freeze-aligner", action="store_true",
                         help="keep the random merger (vision to language projection) frozen (trained by default)")
+    parser.add_argument("--timing-cue", action="store_true",
+                        help="diagnostic: videos whose background shows when something moves or just changed "
+                        "(streamo synth --timing-cue): what the model then misses it misses for want of learning "
+                        "the timing, not for want of seeing")
     parser.add_argument("--hidden-size", type=int, default=128, help="tiny model width (streamo tiny-model --hidden-size)")
     parser.add_argument("--layers", type=int, default=4, help="tiny model layers")
     parser.add_argument("--intermediate-size", type=int, default=256, help="tiny model MLP width")
@@ -146,10 +150,11 @@ def main() -> int:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
         train, test = work / "train", work / "heldout"
+        cue = ["--timing-cue"] if args.timing_cue else []
         _run([*STREAMO, "synth", "--out", str(train), "--videos", str(args.train_videos), "--seed", "0",
-              "--grounding", args.train_grounding])
+              "--grounding", args.train_grounding, *cue])
         _run([*STREAMO, "synth", "--out", str(test), "--videos", str(args.test_videos), "--seed", "1",
-              "--first-index", str(args.train_videos)])
+              "--first-index", str(args.train_videos), *cue])
         dataset = train / "stream.jsonl"
         _run([*STREAMO, "convert", "--input", str(train / "raw_data.json"), "--output", str(dataset),
               "--video-prefix", str(train), "--strict"])
@@ -176,6 +181,7 @@ def main() -> int:
         "alpha_power": args.alpha_power,
         "train_videos": args.train_videos,
         "train_grounding": args.train_grounding,
+        "timing_cue": args.timing_cue,
         "max_pixels": args.max_pixels,
         "freeze_vit": args.freeze_vit,
         "freeze_aligner": args.freeze_aligner,

@@ -137,7 +137,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     options = SynthOptions(videos=args.videos, seed=args.seed, fps=args.fps, width=width, height=height,
-                           first_index=args.first_index, grounding=args.grounding)
+                           first_index=args.first_index, grounding=args.grounding, timing_cue=args.timing_cue)
     try:
         raw_path = generate(args.out, options, progress=sys.stderr.isatty())
     except ValueError as exc:
@@ -164,6 +164,9 @@ def _build_synth(sub) -> None:
     parser.add_argument("--grounding", choices=GROUNDING_CHOICES, default="one",
                         help="Grounding samples per video: one, about a random moving shape (default), or each moving "
                         "shape (training data: the same frames with different answers per shape named)")
+    parser.add_argument("--timing-cue", action="store_true",
+                        help="diagnostic: paint the background blue while something moves and red in the first frame "
+                        "at rest after a change, so that the timing can be read off any frame by any vision encoder")
     parser.set_defaults(handler=cmd_synth)
 
 

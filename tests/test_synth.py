@@ -10,7 +10,7 @@ from streamo.cli import main
 from streamo.convert import ConvertOptions, convert_sample
 from streamo.protocol import State, parse_stream_messages
 from streamo.synth import SynthOptions, generate, make_scene, parse_size
-from streamo.synth.render import BACKGROUND, EXPOSURE, Canvas
+from streamo.synth.render import BACKGROUND, CHANGED_BACKGROUND, EXPOSURE, MOVING_BACKGROUND, Canvas
 from streamo.synth.scene import COLOURS, TASK_TYPES, annotate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,6 +150,25 @@ def test_motion_is_smeared_and_rest_is_sharp():
                 assert _colours(canvas.draw(scene, second)) <= palette, f"scene {index}: second {second} is at rest"
             moves += 1
     assert moves >= 4
+
+
+@pytest.mark.parametrize("seed,index", [(0, 0), (1, 5), (3, 2)])
+def test_timing_cue_marks_the_narration_answer_turns_and_the_moves(seed, index):
+    """With the timing cue, the turns whose frames are red are exactly Narration's answer turns
+    and the blue ones are its Standby turns after the first of each span (the frames taken
+    mid-move); without it, every background is plain."""
+    scene, samples = _scene_samples(seed, index)
+    narration = next(s for s in samples if s["task_type"] == "Narration")
+    outcome = convert_sample(narration, ConvertOptions())
+    assert outcome.sample is not None
+    states = parse_stream_messages(outcome.sample["messages"]).states()
+    cued, plain = Canvas(160, 128, timing_cue=True), Canvas(160, 128)
+    for k, state in enumerate(states):
+        corner = tuple(int(v) for v in cued.draw(scene, float(k))[0, 0])
+        mid_move = state is State.STANDBY and k > 0 and states[k - 1] is State.STANDBY
+        expected = CHANGED_BACKGROUND if state is State.RESPONSE else MOVING_BACKGROUND if mid_move else BACKGROUND
+        assert corner == expected, (k, state)
+        assert tuple(int(v) for v in plain.draw(scene, float(k))[0, 0]) == BACKGROUND
 
 
 def test_parse_size():

@@ -35,6 +35,8 @@ class SynthOptions:
     """Index of the first video: a held-out set is the same seed from a later index on."""
     grounding: str = "one"
     """``one`` or ``each``: Grounding samples per scene (see ``scene.GROUNDING_CHOICES``)."""
+    timing_cue: bool = False
+    """Diagnostic: backgrounds that show when something moves or changed (``render.Canvas.background``)."""
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -62,7 +64,7 @@ def generate(out_dir: str | os.PathLike[str], options: SynthOptions, progress: b
         scene = make_scene(options.seed, index)
         name = f"synth_{index:04d}.mp4"
         relative = f"{VIDEO_DIR}/{name}"
-        encode_scene(scene, out_dir / relative, options.fps, options.width, options.height)
+        encode_scene(scene, out_dir / relative, options.fps, options.width, options.height, options.timing_cue)
         samples.extend(annotate(scene, options.seed, index, relative, name, options.grounding))
     raw_path = out_dir / RAW_FILE
     with atomic_write(raw_path) as handle:

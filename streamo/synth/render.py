@@ -23,15 +23,20 @@ answer turn). Changes happen at half seconds and sampled frames sit on whole sec
 sampled exposure contains an instant change."""
 SUBFRAMES = 6
 """Instants averaged over an exposure while something moves."""
+MOVING_BACKGROUND = (40, 40, 140)
+CHANGED_BACKGROUND = (140, 40, 48)
+"""Backgrounds of a timing-cue video (``Canvas(timing_cue=True)``): something moves during the
+exposure, or the picture changed within the last second and is at rest again."""
 
 
 class Canvas:
     """Pre-computed pixel grids and shape masks for one frame size."""
 
-    def __init__(self, width: int, height: int):
+    def __init__(self, width: int, height: int, timing_cue: bool = False):
         if width < 32 or height < 32 or width % 2 or height % 2:
             raise ValueError(f"frame size must be even and at least 32x32, got {width}x{height}")
         self.width, self.height = width, height
+        self.timing_cue = timing_cue
         self.radius = max(int(min(width / 8, height / 8)), 4)
         size = 2 * self.radius + 1
         dy, dx = np.mgrid[-self.radius : self.radius + 1, -self.radius : self.radius + 1].astype(np.float32)
@@ -52,18 +57,32 @@ class Canvas:
         cy = margin_y + (self.height - 2 * margin_y) * row / (ROWS - 1)
         return int(round(cx)), int(round(cy))
 
+    def background(self, scene: Scene, t: float) -> tuple[int, int, int]:
+        """The background of the frame at ``t``: plain, or with ``timing_cue`` the colour that
+        says whether something moves or just changed. The cue is a diagnostic: it covers most
+        of the frame, so any vision encoder passes it on to every visual token, and a model
+        that still misses the timing cannot blame its eyes."""
+        if not self.timing_cue:
+            return BACKGROUND
+        if scene.moving_between(t - EXPOSURE, t):
+            return MOVING_BACKGROUND
+        if any(t - 1 < c.start <= t or t - 1 < c.end <= t for c in scene.changes):
+            return CHANGED_BACKGROUND
+        return BACKGROUND
+
     def draw(self, scene: Scene, t: float) -> np.ndarray:
         """The frame at ``t``: the scene averaged over the exposure ``(t - EXPOSURE, t]``."""
+        background = self.background(scene, t)
         if not scene.moving_between(t - EXPOSURE, t):
-            return self._draw_instant(scene, t)
+            return self._draw_instant(scene, t, background)
         total = np.zeros((self.height, self.width, 3), dtype=np.float32)
         for step in range(SUBFRAMES):
-            total += self._draw_instant(scene, t - EXPOSURE * step / (SUBFRAMES - 1))
+            total += self._draw_instant(scene, t - EXPOSURE * step / (SUBFRAMES - 1), background)
         return np.rint(total / SUBFRAMES).astype(np.uint8)
 
-    def _draw_instant(self, scene: Scene, t: float) -> np.ndarray:
+    def _draw_instant(self, scene: Scene, t: float, background: tuple[int, int, int] = BACKGROUND) -> np.ndarray:
         frame = np.empty((self.height, self.width, 3), dtype=np.uint8)
-        frame[:] = BACKGROUND
+        frame[:] = background
         r = self.radius
         for shape in scene.state_at(t):
             cx, cy = self.centre(shape.x, shape.row)
@@ -72,12 +91,12 @@ class Canvas:
         return frame
 
 
-def encode_scene(scene: Scene, path: str | os.PathLike[str], fps: float, width: int, height: int) -> None:
+def encode_scene(scene: Scene, path: str | os.PathLike[str], fps: float, width: int, height: int, timing_cue: bool = False) -> None:
     """Write the scene as an H.264 MP4 of exactly ``scene.duration`` seconds, atomically.
 
     One encoder thread keeps the bytes identical from run to run for the same scene.
     """
-    canvas = Canvas(width, height)
+    canvas = Canvas(width, height, timing_cue)
     rate = Fraction(fps).limit_denominator(1000)
     frames = round(scene.duration * rate)
     path = Path(path)
