@@ -80,7 +80,7 @@ class Canvas:
             total += self._draw_instant(scene, t - EXPOSURE * step / (SUBFRAMES - 1), background)
         return np.rint(total / SUBFRAMES).astype(np.uint8)
 
-    def _draw_instant(self, scene: Scene, t: float, background: tuple[int, int, int] = BACKGROUND) -> np.ndarray:
+    def _draw_instant(self, scene: Scene, t: float, background: tuple[int, int, int]) -> np.ndarray:
         frame = np.empty((self.height, self.width, 3), dtype=np.uint8)
         frame[:] = background
         r = self.radius
