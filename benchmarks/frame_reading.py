@@ -1,9 +1,11 @@
 """Why the tiny model does not read its frames: is the cue in its visual tokens, and can the rest read them?
 
-A single-frame yes/no question ("Is anything moving?") about synthetic frames (``streamo synth``;
-a shape in motion is smeared, see ``streamo.synth.render.EXPOSURE``), balanced so that chance
-is 0.5. Two arms train the same tiny model, from the same seed, on the same rows encoded by
-the plugin's template, for the same number of steps, with the vision side frozen:
+A single-frame yes/no question about synthetic frames (``streamo synth``), balanced so that
+chance is 0.5: ``moving`` asks "Is anything moving?" (a shape in motion is smeared, see
+``streamo.synth.render.EXPOSURE``: a subtle cue), ``red`` asks "Is there a red shape?" (the
+shape's one or two visual tokens change direction strongly: the plainest local cue there is).
+Two arms train the same tiny model, from the same seed, on the same rows encoded by the
+plugin's template, for the same number of steps, with the vision side frozen:
 
 * ``frames``: the model's own vision encoder (random) turns each frame into visual tokens, as
   in ``benchmarks/learnability.py``;
@@ -31,29 +33,37 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-QUESTION = "Is anything moving?"
+QUESTIONS = {"moving": "Is anything moving?", "red": "Is there a red shape?"}
 ANSWERS = ("No", "Yes")
 
 
-def _rows(raw_dir: Path, video_root: Path, seed: int, per_answer: int) -> list[tuple[dict, int]]:
-    """Balanced single-frame rows (stream conversation, answer index) for the videos under ``raw_dir``."""
+def _answer_seconds(scene, question: str) -> tuple[list[int], list[int]]:
+    """Seconds k whose frame (turn k shows the frame at k s) answers ``question`` with yes, and with no."""
     from streamo.synth.render import EXPOSURE
+
+    if question == "moving":
+        # Smeared: the frame's exposure holds a moment of motion. Still: no motion from a
+        # second before to a second after, so that the answer is never borderline.
+        return ([k for k in range(scene.duration) if scene.moving_between(k - EXPOSURE, k)],
+                [k for k in range(scene.duration) if not scene.moving_between(k - 1, k + 1)])
+    still = [k for k in range(scene.duration) if not scene.moving_between(k - 1, k + 1)]
+    red = {k for k in still if any(shape.colour == "red" for shape in scene.state_at(k))}
+    return [k for k in still if k in red], [k for k in still if k not in red]
+
+
+def _rows(raw_dir: Path, video_root: Path, seed: int, per_answer: int, question: str) -> list[tuple[dict, int]]:
+    """Balanced single-frame rows (stream conversation, answer index) for the videos under ``raw_dir``."""
     from streamo.synth.scene import make_scene
 
     rng = random.Random(f"frame-reading:{seed}")
     rows = []
     names = sorted({sample["video_path"] for sample in json.loads((raw_dir / "raw_data.json").read_text(encoding="utf-8"))})
     for name in names:
-        scene = make_scene(seed, int(Path(name).stem.split("_")[1]))
-        # Turn k (time tag <k s-k+1 s>) shows the frame at k seconds, which integrates the
-        # EXPOSURE before it. Smeared: that exposure holds a moment of motion. Still: no motion
-        # from a second before to a second after, so that the answer is never borderline.
-        moving = [k for k in range(scene.duration) if scene.moving_between(k - EXPOSURE, k)]
-        still = [k for k in range(scene.duration) if not scene.moving_between(k - 1, k + 1)]
-        count = min(per_answer, len(moving), len(still))
-        for answer, seconds in ((1, moving), (0, still)):
+        yes, no = _answer_seconds(make_scene(seed, int(Path(name).stem.split("_")[1])), question)
+        count = min(per_answer, len(yes), len(no))
+        for answer, seconds in ((1, yes), (0, no)):
             for k in rng.sample(seconds, count):
-                rows.append(({"messages": [{"role": "user", "content": f"{QUESTION}\n<{k}s-{k + 1}s>\n<stream>"},
+                rows.append(({"messages": [{"role": "user", "content": f"{QUESTIONS[question]}\n<{k}s-{k + 1}s>\n<stream>"},
                                            {"role": "assistant", "content": f"</Response> {ANSWERS[answer]}."}],
                               "videos": [str(video_root / name)]}, answer))
     rng.shuffle(rows)
@@ -164,6 +174,8 @@ class _Arm:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--question", choices=sorted(QUESTIONS), default="moving",
+                        help="moving: 'Is anything moving?' (a subtle cue); red: 'Is there a red shape?' (a plain local cue)")
     parser.add_argument("--train-videos", type=int, default=60)
     parser.add_argument("--test-videos", type=int, default=6)
     parser.add_argument("--per-answer", type=int, default=4, help="rows per answer and video (balanced yes/no)")
@@ -192,10 +204,11 @@ def main() -> int:
         model_dir = work / "model"
         subprocess.run([*streamo, "tiny-model", str(model_dir), "--with-state-tokens", "--hidden-size", "128", "--layers", "4",
                         "--intermediate-size", "256"], check=True, capture_output=True, cwd=REPO)
-        train_rows, test_rows = _rows(train, train, 0, args.per_answer), _rows(test, test, 1, args.per_answer)
-        blank_rows = _rows(test, blank, 1, args.per_answer)
+        train_rows = _rows(train, train, 0, args.per_answer, args.question)
+        test_rows = _rows(test, test, 1, args.per_answer, args.question)
+        blank_rows = _rows(test, blank, 1, args.per_answer, args.question)
 
-        result: dict = {"question": QUESTION, "train_rows": len(train_rows), "test_rows": len(test_rows), "chance": 0.5, "steps": args.steps}
+        result: dict = {"question": QUESTIONS[args.question], "train_rows": len(train_rows), "test_rows": len(test_rows), "chance": 0.5, "steps": args.steps}
         for name in ("frames", "oracle"):
             arm = _Arm(model_dir, oracle=name == "oracle", learning_rate=args.learning_rate, steps=args.steps, seed=args.seed)
             batches = [(arm.encode(row), answer) for row, answer in train_rows]
