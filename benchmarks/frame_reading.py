@@ -51,8 +51,12 @@ def _answer_seconds(scene, question: str) -> tuple[list[int], list[int]]:
     return [k for k in still if k in red], [k for k in still if k not in red]
 
 
-def _rows(raw_dir: Path, video_root: Path, seed: int, per_answer: int, question: str) -> list[tuple[dict, int]]:
-    """Balanced single-frame rows (stream conversation, answer index) for the videos under ``raw_dir``."""
+def _rows(raw_dir: Path, video_root: Path, seed: int, per_answer: int, question: str,
+          system_prompt: str | None = None) -> list[tuple[dict, int]]:
+    """Balanced single-frame rows (stream conversation, answer index) for the videos under ``raw_dir``.
+
+    Without ``system_prompt`` the template's default one (about 170 tokens) comes first.
+    """
     from streamo.synth.scene import make_scene
 
     rng = random.Random(f"frame-reading:{seed}")
@@ -63,9 +67,11 @@ def _rows(raw_dir: Path, video_root: Path, seed: int, per_answer: int, question:
         count = min(per_answer, len(yes), len(no))
         for answer, seconds in ((1, yes), (0, no)):
             for k in rng.sample(seconds, count):
-                rows.append(({"messages": [{"role": "user", "content": f"{QUESTIONS[question]}\n<{k}s-{k + 1}s>\n<stream>"},
-                                           {"role": "assistant", "content": f"</Response> {ANSWERS[answer]}."}],
-                              "videos": [str(video_root / name)]}, answer))
+                messages = [{"role": "user", "content": f"{QUESTIONS[question]}\n<{k}s-{k + 1}s>\n<stream>"},
+                            {"role": "assistant", "content": f"</Response> {ANSWERS[answer]}."}]
+                if system_prompt is not None:
+                    messages.insert(0, {"role": "system", "content": system_prompt})
+                rows.append(({"messages": messages, "videos": [str(video_root / name)]}, answer))
     rng.shuffle(rows)
     return rows
 
@@ -183,6 +189,8 @@ def main() -> int:
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--max-pixels", type=int, default=12544, help="frame budget (12544: 12 visual tokens for a 160x128 video)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--system-prompt", help="system prompt of every row (default: the template's, about 170 tokens); "
+                        "a short one leaves the visual tokens a larger share of the context")
     args = parser.parse_args()
     os.environ["MAX_PIXELS"] = str(args.max_pixels)
 
@@ -204,11 +212,12 @@ def main() -> int:
         model_dir = work / "model"
         subprocess.run([*streamo, "tiny-model", str(model_dir), "--with-state-tokens", "--hidden-size", "128", "--layers", "4",
                         "--intermediate-size", "256"], check=True, capture_output=True, cwd=REPO)
-        train_rows = _rows(train, train, 0, args.per_answer, args.question)
-        test_rows = _rows(test, test, 1, args.per_answer, args.question)
-        blank_rows = _rows(test, blank, 1, args.per_answer, args.question)
+        train_rows = _rows(train, train, 0, args.per_answer, args.question, args.system_prompt)
+        test_rows = _rows(test, test, 1, args.per_answer, args.question, args.system_prompt)
+        blank_rows = _rows(test, blank, 1, args.per_answer, args.question, args.system_prompt)
 
-        result: dict = {"question": QUESTIONS[args.question], "train_rows": len(train_rows), "test_rows": len(test_rows), "chance": 0.5, "steps": args.steps}
+        result: dict = {"question": QUESTIONS[args.question], "train_rows": len(train_rows), "test_rows": len(test_rows), "chance": 0.5, "steps": args.steps,
+                        "system_prompt": args.system_prompt}
         for name in ("frames", "oracle"):
             arm = _Arm(model_dir, oracle=name == "oracle", learning_rate=args.learning_rate, steps=args.steps, seed=args.seed)
             batches = [(arm.encode(row), answer) for row, answer in train_rows]
