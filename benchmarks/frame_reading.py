@@ -41,14 +41,12 @@ def _answer_seconds(scene, question: str) -> tuple[list[int], list[int]]:
     """Seconds k whose frame (turn k shows the frame at k s) answers ``question`` with yes, and with no."""
     from streamo.synth.render import EXPOSURE
 
-    if question == "moving":
-        # Smeared: the frame's exposure holds a moment of motion. Still: no motion from a
-        # second before to a second after, so that the answer is never borderline.
-        return ([k for k in range(scene.duration) if scene.moving_between(k - EXPOSURE, k)],
-                [k for k in range(scene.duration) if not scene.moving_between(k - 1, k + 1)])
+    # Still: no motion from a second before to a second after, so that no answer is borderline.
     still = [k for k in range(scene.duration) if not scene.moving_between(k - 1, k + 1)]
-    red = {k for k in still if any(shape.colour == "red" for shape in scene.state_at(k))}
-    return [k for k in still if k in red], [k for k in still if k not in red]
+    if question == "moving":  # smeared: the frame's exposure holds a moment of motion
+        return [k for k in range(scene.duration) if scene.moving_between(k - EXPOSURE, k)], still
+    red = [k for k in still if any(shape.colour == "red" for shape in scene.state_at(k))]
+    return red, [k for k in still if k not in red]
 
 
 def _rows(raw_dir: Path, video_root: Path, seed: int, per_answer: int, question: str,
