@@ -64,10 +64,10 @@ def _train(args: argparse.Namespace, model: Path, dataset: Path, output: Path) -
     return checkpoints[-1], minutes
 
 
-def _score_model(model: Path, data: Path, videos: Path, args: argparse.Namespace, report: Path) -> dict:
+def _score_model(model: Path, data: Path, videos: Path, args: argparse.Namespace, report: Path, prompt: list[str]) -> dict:
     """Scores ``model`` on the held-out data; the report and the per-second predictions land beside ``report``."""
     return _summary(_run([*STREAMO, "eval", "--model", str(model), "--data", str(data), "--video-prefix", str(videos),
-                          "--max-pixels", str(args.max_pixels), "--max-new-tokens", "24", "--device", "cpu",
+                          "--max-pixels", str(args.max_pixels), "--max-new-tokens", "24", "--device", "cpu", *prompt,
                           "--out", str(report), "--predictions-out", str(report.with_suffix(".predictions.jsonl"))]))
 
 
@@ -136,6 +136,8 @@ def main() -> int:
                         help="diagnostic: videos whose background shows when something moves or just changed "
                         "(streamo synth --timing-cue): what the model then misses it misses for want of learning "
                         "the timing, not for want of seeing")
+    parser.add_argument("--system-prompt", help="system prompt of training and held-out streams (default: the built-in one, "
+                        "about 170 tokens); a short one leaves the frames a larger share of the context")
     parser.add_argument("--hidden-size", type=int, default=128, help="tiny model width (streamo tiny-model --hidden-size)")
     parser.add_argument("--layers", type=int, default=4, help="tiny model layers")
     parser.add_argument("--intermediate-size", type=int, default=256, help="tiny model MLP width")
@@ -156,20 +158,25 @@ def main() -> int:
         _run([*STREAMO, "synth", "--out", str(test), "--videos", str(args.test_videos), "--seed", "1",
               "--first-index", str(args.train_videos), *cue])
         dataset = train / "stream.jsonl"
+        prompt: list[str] = []  # convert and eval take the same file, so both see the same prompt
+        if args.system_prompt is not None:
+            prompt_file = work / "system_prompt.txt"
+            prompt_file.write_text(args.system_prompt, encoding="utf-8")
+            prompt = ["--system-prompt-file", str(prompt_file)]
         _run([*STREAMO, "convert", "--input", str(train / "raw_data.json"), "--output", str(dataset),
-              "--video-prefix", str(train), "--strict"])
+              "--video-prefix", str(train), "--strict", *prompt])
         held_out = test / "raw_data.json"
 
         base_model = work / "model"
         _run([*STREAMO, "tiny-model", str(base_model), *_size_options(args)])
         checkpoint, train_minutes = _train(args, base_model, dataset, work / "output")
-        trained = _score_model(checkpoint, held_out, test, args, work / "trained_report.json")
+        trained = _score_model(checkpoint, held_out, test, args, work / "trained_report.json", prompt)
         untrained_model = work / "untrained"
         _run([*STREAMO, "tiny-model", str(untrained_model), "--with-state-tokens", *_size_options(args)])
-        untrained = _score_model(untrained_model, held_out, test, args, work / "untrained_report.json")
+        untrained = _score_model(untrained_model, held_out, test, args, work / "untrained_report.json", prompt)
         silence = _score_silence(held_out, test, work)
         blank = work / "heldout_blank"
-        blind = _score_model(checkpoint, blank_copy(test, blank), blank, args, work / "blank_frames_report.json")
+        blind = _score_model(checkpoint, blank_copy(test, blank), blank, args, work / "blank_frames_report.json", prompt)
         by_task = _timing_by_task(work / "trained_report.json", held_out)
 
     print(json.dumps({
@@ -182,6 +189,7 @@ def main() -> int:
         "train_videos": args.train_videos,
         "train_grounding": args.train_grounding,
         "timing_cue": args.timing_cue,
+        "system_prompt": args.system_prompt,
         "max_pixels": args.max_pixels,
         "freeze_vit": args.freeze_vit,
         "freeze_aligner": args.freeze_aligner,

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .argtypes import existing_file, positive_float, positive_int, probability
+from .argtypes import existing_file, positive_float, positive_int
 from .protocol import DEFAULT_SYSTEM_PROMPT
 
 
@@ -227,7 +227,6 @@ def _build_frames(sub) -> None:
 
 def _run_model_predictions(args: argparse.Namespace, predictions: Path) -> list[str]:
     """Play every sample of ``args.data`` through ``args.model`` into ``predictions``."""
-    from .engine.loading import ModelLoadError
     from .jsonfiles import RecordWriter
     from .model_eval import StreamModel, engine_settings, load_eval_samples, predict_samples
 
@@ -236,7 +235,7 @@ def _run_model_predictions(args: argparse.Namespace, predictions: Path) -> list[
         raise UsageError(f"{args.data}: no usable sample ({'; '.join(problems[:3]) or 'empty'})")
     try:
         model = StreamModel(args.model, engine_settings(args), args.device)
-    except ModelLoadError as exc:
+    except ValueError as exc:  # a ModelLoadError or an unreadable --system-prompt-file
         raise UsageError(str(exc)) from None
     with RecordWriter(predictions) as writer:
         problems += predict_samples(model, samples, writer.write, progress=sys.stderr.isatty())
@@ -325,12 +324,11 @@ def cmd_ovobench(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.annotations}: no usable item")
     report: dict = {}
     if args.model is not None:
-        from .engine.loading import ModelLoadError
         from .model_eval import StreamModel, engine_settings, ovobench_run
 
         try:
             model = StreamModel(args.model, engine_settings(args), args.device)
-        except ModelLoadError as exc:
+        except ValueError as exc:  # a ModelLoadError or an unreadable --system-prompt-file
             raise UsageError(str(exc)) from None
         results, runs = ovobench_run(items, model, progress=sys.stderr.isatty())
         report["latency"] = latency_score(runs)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 from .convert import resolve_video
 from .jsonfiles import iter_records
 from .metrics.data import TruthSample, load_truth
-from .protocol import State, turn_count, turn_of
+from .protocol import DEFAULT_SYSTEM_PROMPT, State, turn_count, turn_of
 
 FORCE_RESPONSE_BIAS = 1e4
 """Added to the Response logit on a multiple-choice probe's frame: the model must answer there."""
@@ -38,6 +38,7 @@ class EngineSettings:
     max_new_tokens: int = 128
     max_pixels: int | None = None
     """None: the checkpoint's training budget (``training_max_pixels``)."""
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
 
 
 @dataclass
@@ -62,7 +63,7 @@ class StreamModel:
 
         settings = self.settings
         return StreamingSession(
-            self.model, self.processor, fps=settings.fps, window=settings.window,
+            self.model, self.processor, fps=settings.fps, system_prompt=settings.system_prompt, window=settings.window,
             eviction_block=settings.eviction_block,
             decision=DecisionRule(bias=bias or {}, response_threshold=settings.response_threshold),
             max_new_tokens=settings.max_new_tokens, max_pixels=self.max_pixels,
@@ -197,9 +198,13 @@ def ovobench_answer(model: StreamModel) -> Callable:
 
 
 def engine_settings(args: argparse.Namespace) -> EngineSettings:
+    """Raises ValueError when ``--system-prompt-file`` cannot be read."""
+    from .engine.command import read_system_prompt
+
     return EngineSettings(
         fps=args.fps, window=args.window, eviction_block=args.eviction_block,
         response_threshold=args.response_threshold, max_new_tokens=args.max_new_tokens, max_pixels=args.max_pixels,
+        system_prompt=read_system_prompt(args.system_prompt_file),
     )
 
 

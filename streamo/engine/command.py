@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..argtypes import positive_float, positive_int, probability, seconds
+from ..argtypes import existing_file, positive_float, positive_int, probability, seconds
 from ..protocol import DEFAULT_SYSTEM_PROMPT, State, format_seconds, time_tag, turn_count, turn_of
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -47,6 +47,22 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=positive_int,
                         help="pixel budget per frame (default: the checkpoint's max_pixels, else $MAX_PIXELS, else 100352)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--system-prompt-file", type=existing_file,
+                        help="system prompt the model was trained with (default: Streamo's built-in prompt)")
+
+
+def read_system_prompt(path: Path | None) -> str:
+    """The system prompt in ``path`` (the built-in one without a path); sessions must open with
+    the prompt training used, or the model sees a context it never learned from."""
+    if path is None:
+        return DEFAULT_SYSTEM_PROMPT
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StreamInputError(f"--system-prompt-file {path}: {exc}") from None
+    if not text.strip():
+        raise StreamInputError(f"--system-prompt-file {path}: empty")
+    return text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +76,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample", type=int, default=0, help="record of --questions to use (default: 0)")
     parser.add_argument("--fps", type=positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
     add_engine_options(parser)
-    parser.add_argument("--system-prompt-file", type=Path, help="system prompt used in training (default: Streamo's built-in prompt)")
     parser.add_argument("--json", action="store_true", help='print JSON lines {"t", "state", "text", "latency_ms"}')
     parser.add_argument("--realtime", action="store_true", help="pace frames by the wall clock instead of as fast as possible")
 
@@ -167,12 +182,7 @@ def run_stream(args: argparse.Namespace) -> int:
     from ..video import MIN_PIXELS
     from .loading import ModelLoadError, load_stream_model, training_max_pixels
 
-    system_prompt = DEFAULT_SYSTEM_PROMPT
-    if args.system_prompt_file is not None:
-        try:
-            system_prompt = args.system_prompt_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StreamInputError(f"{args.system_prompt_file}: {exc}") from None
+    system_prompt = read_system_prompt(args.system_prompt_file)
     if args.window is not None and args.window * args.fps < 2:
         raise StreamInputError(f"--window must hold at least 2 frames at {args.fps:g} fps")
     if args.eviction_block is not None and args.window is None:
