@@ -87,24 +87,20 @@ def test_eval_model_refuses_unusable_inputs_in_one_line(tiny_model, tmp_path, ca
 
 
 def test_sessions_open_with_the_system_prompt_training_used(tiny_model, clip, tmp_path, capsys):
-    import argparse
-
-    from streamo.engine.command import add_engine_options
+    from streamo.cli import build_parser
     from streamo.model_eval import StreamModel, engine_settings
 
+    data = _raw_file(tmp_path, clip)
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("Watch the frames.")
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--fps", type=float, default=1.0)
-    add_engine_options(parser)
-    settings = engine_settings(parser.parse_args(["--system-prompt-file", str(prompt), "--max-pixels", FRAME_BUDGET]))
+    arguments = ["eval", "--model", str(tiny_model), "--data", str(data), "--system-prompt-file", str(prompt)]
+    settings = engine_settings(build_parser().parse_args([*arguments, "--max-pixels", FRAME_BUDGET]))
     session = StreamModel(tiny_model, settings).session()
     assert session.context_messages() == [{"role": "system", "content": "Watch the frames."}]
     assert session.cache_length == len(session.tokens.system("Watch the frames."))
 
-    data = _raw_file(tmp_path, clip)
     prompt.write_text("  \n")
-    assert main(["eval", "--model", str(tiny_model), "--data", str(data), "--system-prompt-file", str(prompt)]) == 2
+    assert main(arguments) == 2
     err = capsys.readouterr().err
     assert f"--system-prompt-file {prompt}: empty" in err and "Traceback" not in err
 
