@@ -41,7 +41,10 @@ def _convert_options(args: argparse.Namespace):
     from .convert import ConvertOptions
 
     if getattr(args, "system_prompt_file", None):
-        system_prompt = Path(args.system_prompt_file).read_text(encoding="utf-8")
+        try:
+            system_prompt = Path(args.system_prompt_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--system-prompt-file {args.system_prompt_file}: {exc}") from None
     elif getattr(args, "system_prompt", None) is not None:
         system_prompt = args.system_prompt
     else:

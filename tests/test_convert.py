@@ -68,6 +68,18 @@ def test_golden_reference_example_bytes_through_cli(reference_dir, tmp_path):
     assert out.read_text() == expected
 
 
+def test_unreadable_system_prompt_file_is_a_one_line_usage_error(reference_dir, tmp_path, capsys):
+    from streamo.cli import main
+
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_bytes(b"\xff\xfe not UTF-8")
+    out = tmp_path / "stream.json"
+    code = main(["to-stream", "--input", str(reference_dir / "raw_data.json"), "--output", str(out), "--system-prompt-file", str(prompt)])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert f"--system-prompt-file {prompt}:" in err and "utf-8" in err and "Traceback" not in err
+
+
 def test_interval_response_standby_then_answer():
     outcome = convert(make_raw(responses=[interval("Done.", 3, 5)], duration=8))
     assert assistant_contents(outcome.sample) == ["</Silence>"] * 2 + ["</Standby>"] * 3 + ["</Response> Done."] + ["</Silence>"] * 2
