@@ -123,6 +123,9 @@ def main() -> int:
     parser.add_argument("--test-videos", type=int, default=6, help="held-out synthetic videos")
     parser.add_argument("--train-grounding", choices=["one", "each"], default="one",
                         help="streamo synth --grounding for the training set (the held-out set always has the standard mix)")
+    parser.add_argument("--train-pause", default="2,4",
+                        help="streamo synth --pause for the training set: MIN,MAX seconds between changes (the held-out "
+                        "set always has the standard 2,4); a wider range makes the timing hard to guess without looking")
     parser.add_argument("--steps", type=int, default=800,
                         help="optimizer steps (batch 1); 800 stay inside --train-timeout at the slowest step time seen here (1 s)")
     parser.add_argument("--learning-rate", type=float, default=3e-3)
@@ -154,7 +157,7 @@ def main() -> int:
         train, test = work / "train", work / "heldout"
         cue = ["--timing-cue"] if args.timing_cue else []
         _run([*STREAMO, "synth", "--out", str(train), "--videos", str(args.train_videos), "--seed", "0",
-              "--grounding", args.train_grounding, *cue])
+              "--grounding", args.train_grounding, "--pause", args.train_pause, *cue])
         _run([*STREAMO, "synth", "--out", str(test), "--videos", str(args.test_videos), "--seed", "1",
               "--first-index", str(args.train_videos), *cue])
         dataset = train / "stream.jsonl"
@@ -188,6 +191,7 @@ def main() -> int:
         "alpha_power": args.alpha_power,
         "train_videos": args.train_videos,
         "train_grounding": args.train_grounding,
+        "train_pause": args.train_pause,
         "timing_cue": args.timing_cue,
         "system_prompt": args.system_prompt,
         "max_pixels": args.max_pixels,

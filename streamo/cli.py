@@ -133,14 +133,16 @@ def _build_stats(sub) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .synth import SynthOptions, generate, parse_size
+    from .synth import SynthOptions, generate, parse_pause, parse_size
 
     try:
         width, height = parse_size(args.size)
+        pause = parse_pause(args.pause)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     options = SynthOptions(videos=args.videos, seed=args.seed, fps=args.fps, width=width, height=height,
-                           first_index=args.first_index, grounding=args.grounding, timing_cue=args.timing_cue)
+                           first_index=args.first_index, grounding=args.grounding, timing_cue=args.timing_cue,
+                           pause=pause)
     try:
         raw_path = generate(args.out, options, progress=sys.stderr.isatty())
     except ValueError as exc:
@@ -167,6 +169,10 @@ def _build_synth(sub) -> None:
     parser.add_argument("--grounding", choices=GROUNDING_CHOICES, default="one",
                         help="Grounding samples per video: one, about a random moving shape (default), or each moving "
                         "shape (training data: the same frames with different answers per shape named)")
+    parser.add_argument("--pause", default="2,4",
+                        help="MIN,MAX whole seconds of stillness between changes, at least 2 (default: 2,4); other "
+                        "than the default, the first change also comes up to MAX-MIN seconds later, so that wider "
+                        "ranges make the timing hard to guess without looking")
     parser.add_argument("--timing-cue", action="store_true",
                         help="diagnostic: paint the background blue while something moves and red in the first frame "
                         "at rest after a change, so that the timing can be read off any frame by any vision encoder")

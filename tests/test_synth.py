@@ -9,9 +9,9 @@ from streamo.batch import process_file
 from streamo.cli import main
 from streamo.convert import ConvertOptions, convert_sample
 from streamo.protocol import State, parse_stream_messages
-from streamo.synth import SynthOptions, generate, make_scene, parse_size
+from streamo.synth import SynthOptions, generate, make_scene, parse_pause, parse_size
 from streamo.synth.render import BACKGROUND, CHANGED_BACKGROUND, EXPOSURE, MOVING_BACKGROUND, Canvas
-from streamo.synth.scene import COLOURS, TASK_TYPES, annotate
+from streamo.synth.scene import COLOURS, DEFAULT_PAUSE, FIRST_CHANGE, TASK_TYPES, annotate
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "dataset" / "example"
@@ -171,6 +171,33 @@ def test_timing_cue_marks_the_narration_answer_turns_and_the_moves(seed, index):
         assert tuple(int(v) for v in plain.draw(scene, float(k))[0, 0]) == BACKGROUND
 
 
+@pytest.mark.parametrize("pause", [DEFAULT_PAUSE, (2, 9), (5, 5)])
+def test_pause_sets_the_stillness_between_changes_and_every_label_still_converts(pause):
+    """Each change starts MIN..MAX whole seconds after the previous one ended (both ends drawn),
+    the first one up to MAX-MIN seconds after the standard start, and every sample converts
+    without a reject or warning, so the timing conventions hold whatever the pauses."""
+    gaps, firsts = set(), set()
+    for index in range(40):
+        scene = make_scene(2, index, pause)
+        firsts.add(scene.changes[0].start - FIRST_CHANGE)
+        gaps.update(b.start - a.end for a, b in zip(scene.changes, scene.changes[1:]))
+        for sample in annotate(scene, 2, index, "v.mp4", "v.mp4"):
+            outcome = convert_sample(sample, ConvertOptions())
+            assert outcome.sample is not None and not outcome.warnings, (pause, index, sample["task_type"])
+    assert gaps == set(range(pause[0], pause[1] + 1))
+    assert firsts == ({0} if pause == DEFAULT_PAUSE else set(range(pause[1] - pause[0] + 1)))
+
+
+def test_pause_outside_its_range_is_refused():
+    assert parse_pause("2, 8") == (2, 8)
+    for bad in ("2", "2-8", "a,b", "2,8,9", "-2,4"):
+        with pytest.raises(ValueError, match="MIN,MAX"):
+            parse_pause(bad)
+    for bad in ((1, 4), (5, 3)):
+        with pytest.raises(ValueError, match="2 <= MIN <= MAX"):
+            make_scene(0, 0, bad)
+
+
 def test_parse_size():
     assert parse_size("224x160") == (224, 160)
     for bad in ("224", "ax2", "10x10x2"):
@@ -190,6 +217,7 @@ def test_cli_synth_and_bad_arguments(tmp_path, capsys):
     each = json.loads((tmp_path / "g" / "raw_data.json").read_text())
     assert each[: len(raw)] == raw
     assert main(["synth", "--out", str(tmp_path / "t"), "--videos", "1", "--size", "95x64"]) == 2
+    assert main(["synth", "--out", str(tmp_path / "t"), "--videos", "1", "--pause", "1,4"]) == 2
     with pytest.raises(SystemExit) as exited:
         main(["synth", "--out", str(tmp_path / "t"), "--videos", "0"])
     assert exited.value.code == 2

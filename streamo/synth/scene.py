@@ -47,6 +47,12 @@ FIRST_CHANGE = 3.5
 """Frames 0..3 are fixed, so a question asked at second 1 is answered from a still scene."""
 END_MARGIN = 2.5
 """The last change ends this long before the end so that its answer turn exists."""
+DEFAULT_PAUSE = (2, 4)
+"""Whole seconds of stillness between one change's end and the next change's start (drawn
+uniformly from this range). Longer, more varied pauses make *when* the next change comes hard
+to guess without looking, which is what a training set that must teach looking needs."""
+MIN_PAUSE = 2
+"""A shorter pause would put a move's first Standby turn on the previous change's answer turn."""
 
 ChangeKind = Literal["appear", "disappear", "recolour", "move"]
 
@@ -124,7 +130,7 @@ def _count_phrase(count: int) -> str:
     return f"there {'is' if count == 1 else 'are'} now {NUMBERS[count]} shape{'' if count == 1 else 's'}"
 
 
-def _build_scene(rng: random.Random) -> Scene:
+def _build_scene(rng: random.Random, pause: tuple[int, int]) -> Scene:
     duration = rng.randint(MIN_DURATION, MAX_DURATION)
     count = rng.randint(2, 3)
     kinds = rng.sample(SHAPES, count)
@@ -136,6 +142,8 @@ def _build_scene(rng: random.Random) -> Scene:
     scene = Scene(duration, shapes)
 
     cursor = FIRST_CHANGE
+    if pause != DEFAULT_PAUSE:  # the standard scenes keep their draws, hence their videos
+        cursor += rng.randint(0, pause[1] - pause[0])
     while True:
         visible = [i for i, s in enumerate(shapes) if s.appears <= cursor and s.disappears is None]
         waiting = [i for i in late if shapes[i].appears == float("inf")]
@@ -167,21 +175,24 @@ def _build_scene(rng: random.Random) -> Scene:
             column = round(next(s.x for s in current if s.kind == shapes[index].kind))
             change = Change("move", index, cursor, cursor + length, column, rng.choice([c for c in range(3) if c != column]))
         scene.changes.append(change)
-        cursor += length + rng.randint(2, 4)
+        cursor += length + rng.randint(*pause)
     for shape in shapes:
         if shape.appears == float("inf"):  # never got its turn: simply not part of the scene
             shape.appears = float(duration)
     return scene
 
 
-def make_scene(seed: int, index: int) -> Scene:
+def make_scene(seed: int, index: int, pause: tuple[int, int] = DEFAULT_PAUSE) -> Scene:
     """The scene for video ``index`` of a data set generated with ``seed``; always the same one.
 
-    Draws again until the scene has a move (event grounding needs one).
+    Draws again until the scene has a move (event grounding needs one). ``pause`` other than
+    the default also delays the first change by up to the range's width.
     """
+    if not MIN_PAUSE <= pause[0] <= pause[1]:
+        raise ValueError(f"pause must be whole seconds {MIN_PAUSE} <= MIN <= MAX, got {pause[0]},{pause[1]}")
     rng = random.Random(f"streamo-synth:{seed}:{index}")
     while True:
-        scene = _build_scene(rng)
+        scene = _build_scene(rng, pause)
         if any(change.kind == "move" for change in scene.changes):
             return scene
 
