@@ -45,7 +45,7 @@ def _summary(stdout: str) -> dict:
 
 def _size_options(args: argparse.Namespace) -> list[str]:
     return ["--hidden-size", str(args.hidden_size), "--layers", str(args.layers), "--intermediate-size", str(args.intermediate_size),
-            "--vision-hidden-size", str(args.vision_hidden_size)]
+            "--vision-hidden-size", str(args.vision_hidden_size), "--rope-theta", str(args.rope_theta)]
 
 
 def _train(args: argparse.Namespace, model: Path, dataset: Path, output: Path) -> tuple[Path, float]:
@@ -145,6 +145,7 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=4, help="tiny model layers")
     parser.add_argument("--intermediate-size", type=int, default=256, help="tiny model MLP width")
     parser.add_argument("--vision-hidden-size", type=int, default=32, help="tiny vision encoder width")
+    parser.add_argument("--rope-theta", type=float, default=1e6, help="tiny model rotary base (default: Qwen2.5-VL's 1e6)")
     parser.add_argument("--gamma", type=float, default=1.0, help="STREAMO_FOCAL_GAMMA")
     parser.add_argument("--alpha-power", type=float, default=1.0, help="STREAMO_FOCAL_ALPHA_POWER")
     parser.add_argument("--train-timeout", type=float, default=15 * 60, help="seconds allowed for training")
@@ -198,7 +199,7 @@ def main() -> int:
         "freeze_vit": args.freeze_vit,
         "freeze_aligner": args.freeze_aligner,
         "model": {"hidden_size": args.hidden_size, "layers": args.layers, "intermediate_size": args.intermediate_size,
-                  "vision_hidden_size": args.vision_hidden_size},
+                  "vision_hidden_size": args.vision_hidden_size, "rope_theta": args.rope_theta},
         "test_samples": trained["samples"],
         "tolerance_s": trained["tolerance_s"],
         "timing_f1": trained["timing_f1"],

@@ -76,9 +76,11 @@ def test_size_options_build_a_different_model_and_defaults_keep_the_default_spec
     assert is_built(tmp_path / "default", TinyModelSpec())
 
     larger = tmp_path / "larger"
-    assert main([str(larger), "--hidden-size", "32", "--layers", "3", "--vision-depth", "1"]) == 0
+    assert main([str(larger), "--hidden-size", "32", "--layers", "3", "--vision-depth", "1", "--rope-theta", "10000"]) == 0
     config = transformers.AutoConfig.from_pretrained(larger)
     assert (config.text_config.hidden_size, config.text_config.num_hidden_layers) == (32, 3)
+    assert config.text_config.rope_parameters["rope_theta"] == 10000
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "default").text_config.rope_parameters["rope_theta"] == 1e6
     assert config.vision_config.depth == 1 and config.vision_config.out_hidden_size == 32
     assert not is_built(larger, TinyModelSpec())
     with pytest.raises(SystemExit):
