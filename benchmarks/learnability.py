@@ -123,8 +123,8 @@ def main() -> int:
     parser.add_argument("--test-videos", type=int, default=6, help="held-out synthetic videos")
     parser.add_argument("--train-grounding", choices=["one", "each"], default="one",
                         help="streamo synth --grounding for the training set (the held-out set always has the standard mix)")
-    parser.add_argument("--train-pause", default="2,4",
-                        help="streamo synth --pause for the training set: MIN,MAX seconds between changes (the held-out "
+    parser.add_argument("--train-pause", default="2,4", metavar="MIN,MAX",
+                        help="streamo synth --pause for the training set: seconds between changes (the held-out "
                         "set always has the standard 2,4); a wider range makes the timing hard to guess without looking")
     parser.add_argument("--steps", type=int, default=800,
                         help="optimizer steps (batch 1); 800 stay inside --train-timeout at the slowest step time seen here (1 s)")

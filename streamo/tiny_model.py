@@ -76,7 +76,8 @@ class TinyModelSpec:
     vision_intermediate_size: int = 64
     rope_theta: float = 1_000_000.0
     """Qwen2.5-VL's. With a 32-wide head only a few rotary frequencies turn fast enough to tell
-    a token 20 positions back from one 60 back; a smaller base gives the tiny model more."""
+    a token 20 positions back from one 60 back; a smaller base gives more (a learnability
+    variant: it did not make the tiny model read its frames, see the README)."""
     seed: int = 0
     with_state_tokens: bool = False
 
