@@ -152,7 +152,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _build_synth(sub) -> None:
-    from .synth.scene import DEFAULT_PAUSE, GROUNDING_CHOICES
+    from .synth.scene import DEFAULT_PAUSE, GROUNDING_CHOICES, MIN_PAUSE
 
     parser = sub.add_parser(
         "synth",
@@ -170,7 +170,7 @@ def _build_synth(sub) -> None:
                         help="Grounding samples per video: one, about a random moving shape (default), or each moving "
                         "shape (training data: the same frames with different answers per shape named)")
     parser.add_argument("--pause", default="%d,%d" % DEFAULT_PAUSE, metavar="MIN,MAX",
-                        help="whole seconds of stillness between changes, at least 2 (default: %(default)s); other "
+                        help=f"whole seconds of stillness between changes, at least {MIN_PAUSE} (default: %(default)s); other "
                         "than the default, the first change also comes up to MAX-MIN seconds later, so that wider "
                         "ranges make the timing hard to guess without looking")
     parser.add_argument("--timing-cue", action="store_true",
