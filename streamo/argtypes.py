@@ -52,3 +52,23 @@ def existing_file(text: str) -> Path:
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
     return path
+
+
+def system_prompt_text(text: str) -> str:
+    """A system prompt given inline. Blank is refused everywhere, because a stream converted with
+    one could never be streamed: every session opens with the prompt training used."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def system_prompt_file(text: str) -> str:
+    """The system prompt read from the file ``text`` names, checked as :func:`system_prompt_text`;
+    read while parsing, so every command reports a bad file the same way, as a usage error."""
+    try:
+        prompt = Path(text).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"{text}: {exc}") from None
+    if not prompt.strip():
+        raise argparse.ArgumentTypeError(f"{text}: empty")
+    return prompt

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .argtypes import existing_file, positive_float, positive_int
+from .argtypes import existing_file, positive_float, positive_int, system_prompt_file, system_prompt_text
 from .protocol import DEFAULT_SYSTEM_PROMPT
 
 
@@ -40,18 +40,10 @@ def _add_raw_options(parser: argparse.ArgumentParser) -> None:
 def _convert_options(args: argparse.Namespace):
     from .convert import ConvertOptions
 
-    if getattr(args, "system_prompt_file", None):
-        try:
-            system_prompt = Path(args.system_prompt_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"--system-prompt-file {args.system_prompt_file}: {exc}") from None
-    elif getattr(args, "system_prompt", None) is not None:
-        system_prompt = args.system_prompt
-    else:
-        system_prompt = DEFAULT_SYSTEM_PROMPT
     return ConvertOptions(
         fps=args.fps,
-        system_prompt=system_prompt,
+        # validate has no prompt options (it writes no stream); blank prompts are refused while parsing
+        system_prompt=getattr(args, "system_prompt", None) or DEFAULT_SYSTEM_PROMPT,
         video_prefix=args.video_prefix,
         initial_question=not args.no_initial_question,
     )
@@ -106,8 +98,9 @@ def _build_convert(sub) -> None:
     _add_raw_options(parser)
     parser.add_argument("--output", required=True, type=Path, help="stream file: *.json (indented list) or *.jsonl")
     prompt = parser.add_mutually_exclusive_group()
-    prompt.add_argument("--system-prompt", help="system prompt text (default: Streamo's built-in prompt)")
-    prompt.add_argument("--system-prompt-file", type=existing_file, help="read the system prompt from this file")
+    prompt.add_argument("--system-prompt", type=system_prompt_text, help="system prompt text (default: Streamo's built-in prompt)")
+    prompt.add_argument("--system-prompt-file", dest="system_prompt", type=system_prompt_file, metavar="FILE",
+                        help="read the system prompt from this UTF-8 file")
     parser.set_defaults(handler=cmd_convert)
 
 
@@ -244,7 +237,7 @@ def _run_model_predictions(args: argparse.Namespace, predictions: Path) -> list[
         raise UsageError(f"{args.data}: no usable sample ({'; '.join(problems[:3]) or 'empty'})")
     try:
         model = StreamModel(args.model, engine_settings(args), args.device)
-    except ValueError as exc:  # a ModelLoadError or an unreadable --system-prompt-file
+    except ValueError as exc:  # a ModelLoadError
         raise UsageError(str(exc)) from None
     with RecordWriter(predictions) as writer:
         problems += predict_samples(model, samples, writer.write, progress=sys.stderr.isatty())
@@ -337,7 +330,7 @@ def cmd_ovobench(args: argparse.Namespace) -> int:
 
         try:
             model = StreamModel(args.model, engine_settings(args), args.device)
-        except ValueError as exc:  # a ModelLoadError or an unreadable --system-prompt-file
+        except ValueError as exc:  # a ModelLoadError
             raise UsageError(str(exc)) from None
         results, runs = ovobench_run(items, model, progress=sys.stderr.isatty())
         report["latency"] = latency_score(runs)

@@ -198,13 +198,10 @@ def ovobench_answer(model: StreamModel) -> Callable:
 
 
 def engine_settings(args: argparse.Namespace) -> EngineSettings:
-    """Raises ValueError when ``--system-prompt-file`` cannot be read."""
-    from .engine.command import read_system_prompt
-
     return EngineSettings(
         fps=args.fps, window=args.window, eviction_block=args.eviction_block,
         response_threshold=args.response_threshold, max_new_tokens=args.max_new_tokens, max_pixels=args.max_pixels,
-        system_prompt=read_system_prompt(args.system_prompt_file),
+        system_prompt=args.system_prompt or DEFAULT_SYSTEM_PROMPT,
     )
 
 

@@ -68,16 +68,33 @@ def test_golden_reference_example_bytes_through_cli(reference_dir, tmp_path):
     assert out.read_text() == expected
 
 
-def test_unreadable_system_prompt_file_is_a_one_line_usage_error(reference_dir, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "content, option, reason",
+    [
+        (b"\xff\xfe not UTF-8", "--system-prompt-file", "utf-8"),
+        (b"  \n", "--system-prompt-file", "empty"),
+        (None, "--system-prompt", "must not be empty"),
+    ],
+)
+def test_unusable_system_prompt_is_a_one_line_usage_error(reference_dir, tmp_path, capsys, content, option, reason):
+    """A blank prompt is refused like an unreadable file: `streamo stream` and `eval` refuse it, so a
+    stream converted with one could never be run."""
     from streamo.cli import main
 
     prompt = tmp_path / "prompt.txt"
-    prompt.write_bytes(b"\xff\xfe not UTF-8")
+    if content is None:
+        value = " "
+    else:
+        prompt.write_bytes(content)
+        value = str(prompt)
     out = tmp_path / "stream.json"
-    code = main(["to-stream", "--input", str(reference_dir / "raw_data.json"), "--output", str(out), "--system-prompt-file", str(prompt)])
+    with pytest.raises(SystemExit) as exited:
+        main(["to-stream", "--input", str(reference_dir / "raw_data.json"), "--output", str(out), option, value])
     err = capsys.readouterr().err
-    assert code == 2 and not out.exists()
-    assert f"--system-prompt-file {prompt}:" in err and "utf-8" in err and "Traceback" not in err
+    assert exited.value.code == 2 and not out.exists()
+    assert f"argument {option}" in err and reason in err and "Traceback" not in err
+    if content is not None:
+        assert str(prompt) in err
 
 
 def test_interval_response_standby_then_answer():

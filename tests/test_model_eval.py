@@ -100,9 +100,11 @@ def test_sessions_open_with_the_system_prompt_training_used(tiny_model, clip, tm
     assert session.cache_length == len(session.tokens.system("Watch the frames."))
 
     prompt.write_text("  \n")
-    assert main(arguments) == 2
+    with pytest.raises(SystemExit) as exited:
+        main(arguments)
     err = capsys.readouterr().err
-    assert f"--system-prompt-file {prompt}: empty" in err and "Traceback" not in err
+    assert exited.value.code == 2
+    assert f"argument --system-prompt-file: {prompt}: empty" in err and "Traceback" not in err
 
 
 class _ScriptedSession:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..argtypes import existing_file, positive_float, positive_int, probability, seconds
+from ..argtypes import positive_float, positive_int, probability, seconds, system_prompt_file
 from ..protocol import DEFAULT_SYSTEM_PROMPT, State, format_seconds, time_tag, turn_count, turn_of
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -47,22 +47,8 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=positive_int,
                         help="pixel budget per frame (default: the checkpoint's max_pixels, else $MAX_PIXELS, else 100352)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--system-prompt-file", type=existing_file,
-                        help="system prompt the model was trained with (default: Streamo's built-in prompt)")
-
-
-def read_system_prompt(path: Path | None) -> str:
-    """The system prompt in ``path`` (the built-in one without a path); sessions must open with
-    the prompt training used, or the model sees a context it never learned from."""
-    if path is None:
-        return DEFAULT_SYSTEM_PROMPT
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StreamInputError(f"--system-prompt-file {path}: {exc}") from None
-    if not text.strip():
-        raise StreamInputError(f"--system-prompt-file {path}: empty")
-    return text
+    parser.add_argument("--system-prompt-file", dest="system_prompt", type=system_prompt_file, metavar="FILE",
+                        help="UTF-8 file with the system prompt the model was trained with (default: Streamo's built-in prompt)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,7 +168,6 @@ def run_stream(args: argparse.Namespace) -> int:
     from ..video import MIN_PIXELS
     from .loading import ModelLoadError, load_stream_model, training_max_pixels
 
-    system_prompt = read_system_prompt(args.system_prompt_file)
     if args.window is not None and args.window * args.fps < 2:
         raise StreamInputError(f"--window must hold at least 2 frames at {args.fps:g} fps")
     if args.eviction_block is not None and args.window is None:
@@ -200,7 +185,7 @@ def run_stream(args: argparse.Namespace) -> int:
 
     try:
         session = StreamingSession(
-            model, processor, fps=args.fps, system_prompt=system_prompt, window=args.window,
+            model, processor, fps=args.fps, system_prompt=args.system_prompt or DEFAULT_SYSTEM_PROMPT, window=args.window,
             eviction_block=args.eviction_block, decision=DecisionRule(response_threshold=args.response_threshold),
             max_new_tokens=args.max_new_tokens, max_pixels=max_pixels,
         )
