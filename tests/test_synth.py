@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -36,6 +39,20 @@ def test_same_seed_same_files_and_other_seed_differs(synth_dir, tmp_path):
         assert (tmp_path / "again" / "videos" / video.name).read_bytes() == video.read_bytes()
     other = generate(tmp_path / "other", SynthOptions(videos=3, seed=8))
     assert other.read_bytes() != again.read_bytes()
+
+
+@pytest.mark.parametrize("perturb", ["85", "170"])
+def test_same_files_whatever_the_memory_the_encoder_is_handed(tmp_path, perturb):
+    """A fresh process hands the encoder zeroed memory, one that has run for a while reused
+    memory; glibc's MALLOC_PERTURB_ fills what malloc returns with a given byte, so the two
+    runs below differ only in what memory nobody wrote holds. (x264 with B-frames read some.)"""
+    files = {}
+    for name, environ in (("zeroed", {}), ("perturbed", {"MALLOC_PERTURB_": perturb})):
+        out = tmp_path / name
+        command = [sys.executable, "-m", "streamo.cli", "synth", "--out", str(out), "--videos", "3", "--seed", "7"]
+        subprocess.run(command, check=True, capture_output=True, env={**os.environ, **environ}, cwd=REPO)
+        files[name] = {video.name: video.read_bytes() for video in (out / "videos").iterdir()}
+    assert files["zeroed"] == files["perturbed"]
 
 
 def test_every_task_type_per_video_and_relative_paths(synth_dir):

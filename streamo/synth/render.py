@@ -94,7 +94,9 @@ class Canvas:
 def encode_scene(scene: Scene, path: str | os.PathLike[str], fps: float, width: int, height: int, timing_cue: bool = False) -> None:
     """Write the scene as an H.264 MP4 of exactly ``scene.duration`` seconds, atomically.
 
-    One encoder thread keeps the bytes identical from run to run for the same scene.
+    One encoder thread and no B-frames keep the bytes identical from run to run for the same
+    scene: with B-frames this x264 build reads memory it never wrote, so a process that had
+    reused its heap could write other bytes for the same frames.
     """
     canvas = Canvas(width, height, timing_cue)
     rate = Fraction(fps).limit_denominator(1000)
@@ -108,7 +110,7 @@ def encode_scene(scene: Scene, path: str | os.PathLike[str], fps: float, width: 
             stream = container.add_stream("libx264", rate=rate)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.codec_context.thread_count = 1
-            stream.options = {"crf": str(CRF), "preset": "medium"}
+            stream.options = {"crf": str(CRF), "preset": "medium", "x264-params": "bframes=0"}
             for number in range(frames):
                 frame = av.VideoFrame.from_ndarray(canvas.draw(scene, float(number / rate)), format="rgb24")
                 frame.pts = number
