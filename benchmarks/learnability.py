@@ -10,8 +10,9 @@ tiny model with the state tokens added, as training adds them), and the trained 
 blank frames (same annotations and lengths, background only): what it scores there it owes to
 when answers tend to come, not to what it sees.
 
-Prints ONE JSON line: training minutes and the held-out timing F1 (±1 s) and macro-F1 of the
-trained model and of the baselines.
+Prints ONE JSON line: training minutes, the held-out timing F1 (±1 s) and macro-F1 of the
+trained model and of the baselines, and how many of the trained model's held-out decisions stay
+the same when it is shown blank frames.
 """
 
 from __future__ import annotations
@@ -82,6 +83,17 @@ def _timing_by_task(report: Path, raw: Path) -> dict[str, float | None]:
             counts[slot] += timing[key]
     return {task: round(2 * matched / (truth + predicted), 3) if truth + predicted else None
             for task, (truth, predicted, matched) in sorted(totals.items())}
+
+
+def _unchanged_on_blank_frames(trained: Path, blank: Path) -> tuple[int, int]:
+    """How many held-out decisions (sample, second) the trained model makes the same with blank
+    frames, out of all: a model that reads its frames changes many; a vision-blind one none."""
+    def states(path: Path) -> dict[tuple, str]:
+        with open(path, encoding="utf-8") as handle:
+            return {(row["sample"], row["t"]): row["state"] for row in map(json.loads, handle)}
+
+    real, shown_blank = states(trained), states(blank)
+    return sum(shown_blank.get(key) == state for key, state in real.items()), len(real)
 
 
 def blank_copy(test: Path, blank: Path) -> Path:
@@ -182,6 +194,8 @@ def main() -> int:
         blank = work / "heldout_blank"
         blind = _score_model(checkpoint, blank_copy(test, blank), blank, args, work / "blank_frames_report.json", prompt)
         by_task = _timing_by_task(work / "trained_report.json", held_out)
+        unchanged, decisions = _unchanged_on_blank_frames(work / "trained_report.predictions.jsonl",
+                                                          work / "blank_frames_report.predictions.jsonl")
 
     print(json.dumps({
         "train_minutes": round(train_minutes, 2),
@@ -217,6 +231,8 @@ def main() -> int:
         "timing_f1_over_untrained": trained["timing_f1"] - (untrained["timing_f1"] or 0.0),
         "macro_f1_over_silence": trained["macro_f1"] - silence["macro_f1"],
         "timing_f1_over_blank_frames": trained["timing_f1"] - (blind["timing_f1"] or 0.0),
+        "held_out_decisions": decisions,
+        "decisions_unchanged_on_blank_frames": unchanged,
     }))
     return 0
 
