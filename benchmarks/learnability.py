@@ -88,9 +88,10 @@ def _timing_by_task(report: Path, raw: Path) -> dict[str, float | None]:
 def _unchanged_on_blank_frames(trained: Path, blank: Path) -> tuple[int, int]:
     """How many held-out decisions (sample, second) the trained model makes the same with blank
     frames, out of all: a model that reads its frames changes many; a vision-blind one none."""
-    def states(path: Path) -> dict[tuple, str]:
-        with open(path, encoding="utf-8") as handle:
-            return {(row["sample"], row["t"]): row["state"] for row in map(json.loads, handle)}
+    from streamo.metrics.data import iter_predictions
+
+    def states(path: Path) -> dict:
+        return {(sample, record.t): record.state for sample, record in iter_predictions(path) if not isinstance(record, str)}
 
     real, shown_blank = states(trained), states(blank)
     return sum(shown_blank.get(key) == state for key, state in real.items()), len(real)
