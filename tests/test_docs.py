@@ -1,4 +1,5 @@
-"""Every command in a runnable block of README.md and docs/*.md parses with the real parsers.
+"""Every command in a runnable block of README.md and docs/*.md parses with the real parsers,
+and every relative link between them leads to a file and heading that exist.
 
 A fenced block whose info string is ``bash runnable`` is checked line by line: each ``streamo
 …`` (or ``python -m streamo.cli …``) command is parsed by ``streamo.cli.build_parser()``, each
@@ -147,6 +148,42 @@ def test_the_docs_have_runnable_streamo_commands():
     """Guards against the marker being dropped or misspelt everywhere: then nothing is checked."""
     checked = {words[1] for _, words in COMMANDS if words[0] == "streamo"}
     assert {"convert", "frames", "stream", "eval", "ovobench", "synth", "tiny-model"} <= checked
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+ANY_FENCE = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+
+
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces as '-'."""
+    headings = re.findall(r"^#+ (.+)$", ANY_FENCE.sub("", text), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def broken_links(path: Path) -> list[str]:
+    broken = []
+    for target in LINK.findall(ANY_FENCE.sub("", path.read_text(encoding="utf-8"))):
+        if re.match(r"[a-z]+:", target):
+            continue
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file) if file else path
+        if not linked.exists():
+            broken.append(target)
+        elif anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked.read_text(encoding="utf-8")):
+            broken.append(target)
+    return broken
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[str(path.relative_to(REPO)) for path in DOCS])
+def test_relative_links_lead_somewhere(path):
+    assert broken_links(path) == []
+
+
+def test_a_missing_heading_is_a_broken_link(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Loss: `stream_focal`\n\n[ok](#loss-stream_focal) [bad](#loss) [gone](other.md)\n"
+                    "```text\n[in code](nowhere.md)\n```\n", encoding="utf-8")
+    assert broken_links(page) == ["#loss", "other.md"]
 
 
 DOC = """Intro.
