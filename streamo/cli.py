@@ -380,26 +380,57 @@ def _build_ovobench(sub) -> None:
     parser.set_defaults(handler=cmd_ovobench)
 
 
-def cmd_stream(args: argparse.Namespace) -> int:
-    from .engine.command import StreamInputError, run_stream
+def _live_command(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A handler whose StreamInputError (bad input, unusable model) is a one-line usage error."""
 
-    try:
-        return run_stream(args)
-    except StreamInputError as exc:
-        raise UsageError(str(exc)) from None
+    def handler(args: argparse.Namespace) -> int:
+        from .engine.command import StreamInputError
+
+        try:
+            return run(args)
+        except StreamInputError as exc:
+            raise UsageError(str(exc)) from None
+
+    return handler
 
 
 def _build_stream(sub) -> None:
-    from .engine.command import add_arguments
+    from .engine.command import add_arguments, run_stream
 
     parser = sub.add_parser(
         "stream",
         help="play a video through a stream model and print each second's state and answer",
-        description="Play a video (file, frame directory or live stream on stdin) through a stream model with "
-        "the incremental KV-cache engine, printing one line (or JSON line) per second.",
+        description="Play a video (file, frame directory, stream URL or live stream on stdin) through a stream model "
+        "with the incremental KV-cache engine, printing one line (or JSON line) per second.",
     )
     add_arguments(parser)
-    parser.set_defaults(handler=cmd_stream)
+    parser.set_defaults(handler=_live_command(run_stream))
+
+
+def _build_serve(sub) -> None:
+    from .live.command import add_serve_arguments, run_serve
+
+    parser = sub.add_parser(
+        "serve",
+        help="serve live streaming sessions over a WebSocket API, with a web page",
+        description="Serve a stream model to many live sessions at once: clients push frames (or name a server-side "
+        "video) over the WebSocket /v1/stream and get one decision per frame. Loopback only unless an API key is set.",
+    )
+    add_serve_arguments(parser)
+    parser.set_defaults(handler=_live_command(run_serve))
+
+
+def _build_client(sub) -> None:
+    from .live.command import add_client_arguments, run_client
+
+    parser = sub.add_parser(
+        "client",
+        help="play a video through a streamo serve session and print each second's state and answer",
+        description="Open a live session on a streamo serve server, send a video's frames (and questions), and print "
+        "the same lines as streamo stream.",
+    )
+    add_client_arguments(parser)
+    parser.set_defaults(handler=_live_command(run_client))
 
 
 COMMANDS: dict[str, Callable] = {
@@ -412,6 +443,8 @@ COMMANDS: dict[str, Callable] = {
     "eval": _build_eval,
     "ovobench": _build_ovobench,
     "stream": _build_stream,
+    "serve": _build_serve,
+    "client": _build_client,
 }
 DATA_COMMANDS = ("convert", "validate", "stats")
 
