@@ -74,3 +74,11 @@ def planned_frames_dir(tmp_path_factory) -> Path:
     for turn in range(len(PLAN)):
         frame(turn).save(folder / f"frame_{turn:04d}.png")
     return folder
+
+
+def wait_until(condition, seconds: float = 10.0) -> None:
+    """Poll ``condition`` (the server settles sessions asynchronously after a client leaves)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)

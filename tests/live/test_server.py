@@ -17,7 +17,7 @@ from streamo.live.client import LiveClient, encode_png, stream_video
 from streamo.live.server import ServeSettings
 from streamo.protocol import State
 
-from .conftest import running_server
+from .conftest import running_server, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_VIDEO = REPO / "dataset" / "example" / "videos" / "synth_0000.mp4"
@@ -110,7 +110,7 @@ def test_eight_sessions_at_once_each_get_their_own_exact_stream(server):
         assert [event.text for event in result.events if event.state is State.RESPONSE] == [ANSWERS[3], ANSWERS[6]]
         assert result.events[0].questions == [QUESTION]
         assert result.closed.frames == len(PLAN) and result.closed.dropped == 0 and not result.errors
-    assert server.state.scheduler.open_sessions == 0
+    wait_until(lambda: server.state.scheduler.open_sessions == 0)
 
 
 def test_a_full_queue_drops_the_oldest_frames_and_reports_them(loaded_model):
@@ -167,11 +167,7 @@ def test_a_client_leaving_mid_frame_frees_its_session(server):
 
     asyncio.run(leave_mid_frame())
     scheduler = server.state.scheduler
-    for _ in range(200):
-        if scheduler.open_sessions == 0 and not server.state.connections:
-            break
-        time.sleep(0.05)
-    assert scheduler.open_sessions == 0 and not server.state.connections
+    wait_until(lambda: scheduler.open_sessions == 0 and not server.state.connections)
     frames = [(turn, frame(turn)) for turn in range(len(PLAN))]
     result = asyncio.run(_session(server.url, frames))
     assert [event.state for event in result.events] == PLAN
@@ -200,9 +196,5 @@ def test_engine_session_is_released_at_once(loaded_model):
             await client.disconnect()
 
         asyncio.run(leave())
-        for _ in range(200):
-            gc.collect()
-            if engines and engines[0]() is None:
-                break
-            time.sleep(0.05)
-        assert engines and engines[0]() is None
+        assert len(engines) == 1
+        wait_until(lambda: gc.collect() is not None and engines[0]() is None)
