@@ -364,8 +364,10 @@ def _build_ovobench(sub) -> None:
         "ovobench",
         help="run a model on OVO-Bench (or score its replies) by the benchmark's rules",
         description="OVO-Bench: forward-active tasks (REC, SSR, CRR) stream and the model decides when to answer; "
-        "multiple-choice tasks are answered at the probe time. Per-task accuracy, category means, overall, and a "
-        "latency-aware forward score.",
+        "multiple-choice tasks are answered at the probe time. Prints one JSON line, scored as the benchmark's scorer "
+        "does, in %: score.tasks (each task's accuracy: mean over its probes), score.categories (backward, realtime, "
+        "forward: mean of their tasks' accuracies), score.overall (mean of the category means: the benchmark's "
+        "\"Total Avg.\"); with --model also a latency-aware forward score.",
     )
     parser.add_argument("--annotations", required=True, type=existing_file, help="OVO-Bench annotation file (JSON list)")
     parser.add_argument("--video-root", type=Path, help="directory the annotations' video paths are relative to")
