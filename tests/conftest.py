@@ -26,17 +26,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def stream_model(tmp_path_factory):
     """The fitted tiny stream model (``engine/stream_model.py``): it plays a planned stream exactly."""
-    import torch
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    from engine.stream_model import fitted_stream_model
 
-    from engine.stream_model import StreamModel, fit_output_rows
-    from streamo.tiny_model import TinyModelSpec, build_tiny_model
-
-    base = build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-state", TinyModelSpec(with_state_tokens=True))
-    processor = AutoProcessor.from_pretrained(base)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32).eval()
-    fit_output_rows(model, processor)
-    directory = tmp_path_factory.mktemp("models") / "fitted"
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
-    return StreamModel(model, processor, directory)
+    return fitted_stream_model(tmp_path_factory.mktemp("models") / "fitted")

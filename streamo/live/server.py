@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -60,6 +61,10 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_SERVER_FULL = 1013
 """WebSocket's "try again later"."""
 CLOSE_IDLE = 4408
+STATIC = Path(__file__).resolve().parent / "static"
+PAGE_POLICY = ("default-src 'self'; connect-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
+               "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+"""Content-Security-Policy of the page: its own scripts and server only, nothing from elsewhere."""
 LATENCY_WINDOW = 10_000
 """Latencies kept per session for the closing summary's p95 (the last this many frames)."""
 
@@ -456,6 +461,13 @@ def create_app(state: AppState) -> FastAPI:
     def require_key(request: Request) -> None:
         if key is not None and not _key_matches(key, _bearer(request.headers.get("authorization"))):
             raise HTTPException(status_code=401, detail="missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        """The live page (static, no data: the key is asked in the page and sent on the socket)."""
+        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
 
     @app.get("/healthz", include_in_schema=True)
     async def healthz() -> dict[str, str]:
