@@ -25,6 +25,7 @@ import heapq
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -79,12 +80,15 @@ class Sample:
     video: str | None
     """Key of its video in the video table (None: the record names no usable video_path)."""
     record: Any = None
+    video_path: str | None = None
     problem: str | None = None
     """Set when the record itself cannot be read."""
 
-    @property
-    def group(self) -> tuple[str, str]:
-        return source_key(self.source), name_key(self.task)
+    group: tuple[str, str] = field(init=False)
+    """(source key, task key)."""
+
+    def __post_init__(self) -> None:
+        self.group = source_key(self.source), name_key(self.task)
 
 
 @dataclass
@@ -135,11 +139,10 @@ def _sample(number: int, index: int, item: Any, folder_task: str, roots: VideoRo
     source = record.get("source")
     source = canonical_source(source if isinstance(source, str) else "")
     video_path = record.get("video_path")
-    key = None
-    if isinstance(video_path, str) and video_path.strip():
-        candidates = roots.candidates(video_path, source)
-        key = candidates[0] if candidates else f"\0{source_key(source)}\0{video_path.strip()}"
-    return Sample(number, index, task, source, key, record)
+    if not isinstance(video_path, str) or not video_path.strip():
+        return Sample(number, index, task, source, None, record)
+    video_path = video_path.strip()
+    return Sample(number, index, task, source, roots.video_key(video_path, source), record, video_path)
 
 
 def iter_samples(annotations: Path, files: list[Path], roots: VideoRoots) -> Iterator[Sample]:
@@ -170,6 +173,7 @@ class Scan:
 
     files: list[Path]
     identities: list[tuple[str, int, int]]
+    roots: VideoRoots
     groups: dict[tuple[str, str], Group] = field(default_factory=dict)
     source_names: dict[str, str] = field(default_factory=dict)
     task_names: dict[str, str] = field(default_factory=dict)
@@ -178,7 +182,7 @@ class Scan:
     """With --limit: (file, index) of the chosen samples."""
     records: int = 0
 
-    def add(self, sample: Sample, video_path: str | None, candidates: list[str] | None) -> None:
+    def add(self, sample: Sample) -> None:
         group_key = sample.group
         self.source_names.setdefault(group_key[0], sample.source)
         self.task_names.setdefault(group_key[1], sample.task)
@@ -187,16 +191,10 @@ class Scan:
         if sample.video is not None:
             video = self.videos.get(sample.video)
             if video is None:
-                video = self.videos[sample.video] = Video(sample.source, video_path, candidates)
+                candidates = self.roots.candidates(sample.video_path, sample.source)
+                video = self.videos[sample.video] = Video(sample.source, sample.video_path, candidates)
             video.samples += 1
             group.videos.add(sample.video)
-
-
-def _video_fields(sample: Sample, roots: VideoRoots) -> tuple[str | None, list[str] | None]:
-    if sample.video is None:
-        return None, None
-    video_path = sample.record["video_path"].strip()
-    return video_path, roots.candidates(video_path, sample.source)
 
 
 def scan(options: PrepareOptions, progress: bool = False, log: IO[str] = sys.stderr) -> Scan:
@@ -208,32 +206,33 @@ def scan(options: PrepareOptions, progress: bool = False, log: IO[str] = sys.std
     for path in files:
         stat = path.stat()
         identities.append((_relative(options.annotations, path), stat.st_size, stat.st_mtime_ns))
-    result = Scan(files, identities)
+    result = Scan(files, identities, options.roots)
     tasks = {name_key(task) for task in options.tasks}
     sources = {source_key(source) for source in options.sources}
     seen_tasks: dict[str, str] = {}
     seen_sources: dict[str, str] = {}
-    heap: list[tuple[int, int, int, Sample, str | None, list[str] | None]] = []
+    heap: list[tuple[int, int, int, Sample]] = []
     bar = tqdm(unit=" samples", desc="scanning", file=log, disable=not progress)
     for sample in iter_samples(options.annotations, files, options.roots):
-        bar.update()
         result.records += 1
+        if not result.records % 1024:
+            bar.update(1024)
         source, task = sample.group
         seen_sources.setdefault(source, sample.source)
         seen_tasks.setdefault(task, sample.task)
         if (tasks and task not in tasks) or (sources and source not in sources):
             continue
-        video_path, candidates = _video_fields(sample, options.roots)
         if options.limit is None:
-            result.add(sample, video_path, candidates)
+            result.add(sample)
             continue
         sample.record = None
         rank = -_priority(options.seed, identities[sample.file][0], sample.index)
-        entry = (rank, sample.file, sample.index, sample, video_path, candidates)
+        entry = (rank, sample.file, sample.index, sample)
         if len(heap) < options.limit:
             heapq.heappush(heap, entry)
         elif entry > heap[0]:
             heapq.heapreplace(heap, entry)
+    bar.update(result.records % 1024)
     bar.close()
     for wanted, seen, option in ((tasks, seen_tasks, "--tasks"), (sources, seen_sources, "--sources")):
         unknown = sorted(wanted - seen.keys())
@@ -247,9 +246,9 @@ def scan(options: PrepareOptions, progress: bool = False, log: IO[str] = sys.std
                            f"(selected: {', '.join(sorted(seen_tasks[key] for key in (tasks or seen_tasks)))})")
     if options.limit is not None:
         result.chosen = set()
-        for _, number, index, sample, video_path, candidates in sorted(heap, key=lambda entry: entry[1:3]):
+        for _, number, index, sample in sorted(heap, key=lambda entry: entry[1:3]):
             result.chosen.add((number, index))
-            result.add(sample, video_path, candidates)
+            result.add(sample)
     return result
 
 
@@ -435,8 +434,11 @@ def _unchanged(out: Path, previous: dict | None, fingerprint: str) -> bool:
 def prepare(options: PrepareOptions, progress: bool = False, log: IO[str] = sys.stderr) -> dict:
     """Scan, check the videos, convert; returns the summary (also written to ``summary.json``)."""
     out = options.out
+    clock = [time.perf_counter()]
     found = scan(options, progress, log)
+    clock.append(time.perf_counter())
     probes = check_videos(found.videos.values(), out, options.workers, progress, log)
+    clock.append(time.perf_counter())
     fingerprint = _fingerprint(options, found)
     previous = _previous_state(out)
     unchanged = _unchanged(out, previous, fingerprint)
@@ -451,7 +453,9 @@ def prepare(options: PrepareOptions, progress: bool = False, log: IO[str] = sys.
             if name not in {kept for kept, _ in tasks.values()}:
                 (out / TASKS_DIR / name).unlink(missing_ok=True)
     videos_path = write_report(found.videos.values(), out)
+    clock.append(time.perf_counter())
     summary = _summary(options, found, probes, tasks, unchanged, videos_path)
+    summary["seconds"] = dict(zip(("scan", "check_videos", "convert"), (round(b - a, 3) for a, b in zip(clock, clock[1:]))))
     summary["state"] = {
         "version": _STATE_VERSION,
         "fingerprint": fingerprint,

@@ -10,6 +10,7 @@ aliases of one source.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ NO_SOURCE = "(none)"
 """How a record without a ``source`` is shown; it takes the default root."""
 
 
+@functools.lru_cache(maxsize=4096)  # a few dozen names, met on every record
 def name_key(name: str) -> str:
     """The matching key of a source or task name: lower case, letters and digits only."""
     return re.sub(r"[^0-9a-z]", "", name.lower())
@@ -45,6 +47,7 @@ def name_key(name: str) -> str:
 _CANONICAL = {name_key(alias): canonical for canonical, aliases in KNOWN_SOURCES.items() for alias in (canonical, *aliases)}
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_source(name: str) -> str:
     """The name a source is reported under: its canonical name when known, else as written."""
     name = name.strip()
@@ -53,6 +56,7 @@ def canonical_source(name: str) -> str:
     return _CANONICAL.get(name_key(name), name)
 
 
+@functools.lru_cache(maxsize=4096)
 def source_key(name: str) -> str:
     """Matching key of the source ``name`` belongs to (aliases share one key)."""
     return name_key(canonical_source(name))
@@ -104,6 +108,14 @@ class VideoRoots:
     def root_for(self, source: str) -> str | None:
         """The root of ``source``: its own spelling's, else its source's, else the default."""
         return self.by_spelling.get(name_key(source)) or self.by_source.get(source_key(source)) or self.default
+
+    def video_key(self, video_path: str, source: str) -> str:
+        """Names one video without touching the disk or normalising paths (done once per
+        video, not per record): the root it is looked for under, and its path as annotated."""
+        if os.path.isabs(video_path):
+            return video_path
+        root = self.root_for(source)
+        return f"{root}\0{video_path}" if root is not None else f"\0{source_key(source)}\0{video_path}"
 
     def candidates(self, video_path: str, source: str) -> list[str] | None:
         """Paths to try for ``video_path``, in order; None when its source has no root.
