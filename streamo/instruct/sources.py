@@ -68,6 +68,8 @@ class VideoRoots:
 
     by_spelling: dict[str, str] = field(default_factory=dict)
     by_source: dict[str, str] = field(default_factory=dict)
+    by_source_spelling: dict[str, str] = field(default_factory=dict)
+    """Source key -> the spelling its ``by_source`` root was given under."""
     default: str | None = None
 
     def add(self, spec: str, base: Path | None = None, where: str = "--video-root") -> None:
@@ -88,10 +90,11 @@ class VideoRoots:
         if not source.strip():
             self.default = path_text
             return
-        self.by_spelling[name_key(source)] = path_text
-        key = source_key(source)
-        if key not in self.by_source or name_key(source) == key:  # the canonical spelling wins over an alias
+        spelled, key = name_key(source), source_key(source)
+        self.by_spelling[spelled] = path_text
+        if self.by_source_spelling.get(key) != key or spelled == key:  # the canonical spelling's root wins over an alias's
             self.by_source[key] = path_text
+            self.by_source_spelling[key] = spelled
 
     def add_file(self, path: Path) -> None:
         """Lines of ``SOURCE=DIR`` or ``DIR`` (blank lines and ``#`` comments ignored), relative

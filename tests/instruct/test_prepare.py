@@ -182,3 +182,13 @@ def test_the_printed_commands_fill_the_frame_cache_and_start_training(replica, t
     tasks = summary["files"]["tasks"]
     assert parsed == {"QA.jsonl": 2 * tasks["QA"]["samples"], "Narration.jsonl": None}
     assert (tmp_path / "cache").read_text().strip() == str((out / "frames").resolve())
+
+
+def test_a_narrower_run_into_the_same_directory_leaves_no_stale_task_file(replica, tmp_path):
+    out = tmp_path / "out"
+    prepare(replica, out)
+    assert len(list((out / "tasks").iterdir())) == 3
+    code, summary = prepare(replica, out, "--tasks", "Narration")
+    assert code == 0 and summary["probes"]["probed"] == 0
+    assert [path.name for path in (out / "tasks").iterdir()] == ["Narration.jsonl"]
+    assert {s["id"] for s in read_jsonl(out / "stream.jsonl")} == {"na-one", *(f"na-b-{i}" for i in range(5))}

@@ -41,6 +41,15 @@ def test_a_path_that_starts_with_its_source_folder_is_also_tried_without_it(tmp_
     assert roots.candidates("v.mp4", "COIN") is None
 
 
+def test_a_later_root_for_the_same_spelling_wins(tmp_path):
+    for name in ("from_file", "from_flag"):
+        (tmp_path / name).mkdir()
+    roots = VideoRoots()
+    roots.add(f"Youcook={tmp_path / 'from_file'}")
+    roots.add(f"youcook={tmp_path / 'from_flag'}")
+    assert roots.root_for("Youcook") == roots.root_for("YouCook2") == str(tmp_path / "from_flag")
+
+
 def test_a_roots_file_takes_the_same_specs_relative_to_itself(tmp_path):
     (tmp_path / "data" / "coin").mkdir(parents=True)
     (tmp_path / "all").mkdir()
