@@ -240,7 +240,7 @@ def scan(options: PrepareOptions, progress: bool = False, log: IO[str] = sys.std
             given = [name for name in (options.tasks if option == "--tasks" else options.sources)
                      if (name_key(name) if option == "--tasks" else source_key(name)) in unknown]
             raise PrepareError(f"{option}: no sample has {', '.join(given)} (found: {', '.join(sorted(seen.values()))})")
-    unknown = sorted(set(map(name_key, options.task_weights)) - (tasks or seen_tasks.keys()))
+    unknown = [task for task in options.task_weights if name_key(task) not in (tasks or seen_tasks.keys())]
     if unknown:
         raise PrepareError(f"--task-weight: no selected task is {', '.join(unknown)} "
                            f"(selected: {', '.join(sorted(seen_tasks[key] for key in (tasks or seen_tasks)))})")
@@ -304,7 +304,7 @@ class _Meta:
     problems: list[Problem]
 
 
-def _conversion_input(found: Scan, samples: Iterator[Sample], pending: collections.deque) -> Iterator[list]:
+def _conversion_input(found: Scan, samples: Iterator[Sample], fps: float, pending: collections.deque) -> Iterator[list]:
     """Chunks for the converter: each usable sample with its video's resolved path and true
     duration. The chunk's bookkeeping (every sample, converted or not) goes to ``pending``."""
     chunk: list[tuple[int, Any]] = []
@@ -319,7 +319,7 @@ def _conversion_input(found: Scan, samples: Iterator[Sample], pending: collectio
         else:
             record, problems = sample.record, []
             if video is not None:
-                problems = _duration_warning(record, video.duration, found)
+                problems = _duration_warning(record, video.duration, fps)
                 record = {**record, "video_path": video.path, "duration": video.duration}
             chunk.append((sequence, record))
             metas.append(_Meta(sample, sequence, problems))
@@ -333,12 +333,12 @@ def _conversion_input(found: Scan, samples: Iterator[Sample], pending: collectio
         yield chunk
 
 
-def _duration_warning(record: dict, duration: float, found: Scan) -> list[Problem]:
+def _duration_warning(record: dict, duration: float, fps: float) -> list[Problem]:
     try:
         claimed = parse_time(record.get("duration"))
     except ValueError:
         claimed = None
-    if claimed is None or turn_count(claimed) == turn_count(duration):
+    if claimed is None or turn_count(claimed, fps) == turn_count(duration, fps):
         return []
     return [Problem("warning", "duration", f"the annotation says {claimed:g} s but the video lasts {duration:.2f} s; "
                                           "the video's duration is used")]
@@ -363,7 +363,7 @@ def convert(options: PrepareOptions, found: Scan, progress: bool = False, log: I
         writers: dict[str, tuple[str, RecordWriter]] = {}
         bar = tqdm(total=sum(group.samples for group in found.groups.values()), unit=" samples", desc="converting",
                    file=log, disable=not progress)
-        chunks = _conversion_input(found, samples, pending)
+        chunks = _conversion_input(found, samples, options.convert.fps, pending)
         for result in convert_chunks(chunks, options.convert, "jsonl", options.workers):
             metas = pending.popleft()
             reported = {entry.index: entry for entry in result.reported}

@@ -101,7 +101,9 @@ def build(root: Path) -> Replica:
     ]
     write(replica, "Grounding/grounding.jsonl", grounding, bad_line_at=2)
     replica.unreadable_records.append(("Grounding/grounding.jsonl", 2))
-    write(replica, "Narration/one.json", expect(record("na-one", "ActivityNet", "v_good.mp4", task="Narration"), None))
+    lying = record("na-one", "ActivityNet", "v_good.mp4", task="Narration")
+    lying["duration"] = 30  # the clip lasts 8 s: converted on the clip's duration, with a warning
+    write(replica, "Narration/one.json", expect(lying, None))
     write(replica, "Narration/nested/more.json", [
         expect(record(f"na-b-{i}", "LLaVA_Video", "LLaVA_Video/yt/b.mp4", answer_at=i, task="Narration"), None)
         for i in range(5)

@@ -56,6 +56,11 @@ def test_every_sample_is_converted_or_rejected_with_its_reason(replica, tmp_path
             reason = by_place[replica.places[id_]]["reason"]
             assert outcome in reason, (id_, reason)
 
+    (warned,) = [row for row in rejects if row["status"] == "converted_with_warnings"]
+    assert (warned["file"], warned["index"]) == replica.places["na-one"]
+    assert "the annotation says 30 s but the video lasts 8.00 s" in warned["reason"]
+    assert summary["converted_with_warnings"] == 1
+
     for sample in converted:
         (video,) = sample["videos"]
         assert os.path.isabs(video) and os.path.isfile(video)
@@ -136,7 +141,7 @@ def test_a_limited_subset_is_reproducible_and_honours_the_filters(replica, tmp_p
     (["--tasks", "Captioning"], "--tasks: no sample has Captioning"),
     (["--video-root", "COIN=/nonexistent/coin"], "no such directory"),
     (["--video-root", "=/tmp"], "empty source name"),
-    (["--task-weight", "Captioning=2"], "--task-weight: no selected task is captioning"),
+    (["--task-weight", "Captioning=2"], "--task-weight: no selected task is Captioning"),
 ])
 def test_unusable_arguments_exit_with_status_2(replica, tmp_path, capsys, args, message):
     assert prepare(replica, tmp_path / "out", *args)[0] == 2
