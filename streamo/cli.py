@@ -15,7 +15,15 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .argtypes import existing_file, positive_float, positive_int, system_prompt_file, system_prompt_text
+from .argtypes import (
+    existing_file,
+    existing_path,
+    positive_float,
+    positive_int,
+    system_prompt_file,
+    system_prompt_text,
+    task_weight,
+)
 from .protocol import DEFAULT_SYSTEM_PROMPT
 
 
@@ -97,11 +105,15 @@ def _build_convert(sub) -> None:
     )
     _add_raw_options(parser)
     parser.add_argument("--output", required=True, type=Path, help="stream file: *.json (indented list) or *.jsonl")
+    _add_prompt_options(parser)
+    parser.set_defaults(handler=cmd_convert)
+
+
+def _add_prompt_options(parser: argparse.ArgumentParser) -> None:
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("--system-prompt", type=system_prompt_text, help="system prompt text (default: Streamo's built-in prompt)")
     prompt.add_argument("--system-prompt-file", dest="system_prompt", type=system_prompt_file, metavar="FILE",
                         help="read the system prompt from this UTF-8 file")
-    parser.set_defaults(handler=cmd_convert)
 
 
 def _build_validate(sub) -> None:
@@ -225,6 +237,89 @@ def _build_frames(sub) -> None:
     parser.add_argument("--quality", type=positive_int, help="JPEG quality 1-100 (default: 90)")
     parser.add_argument("--video-prefix", help="directory prepended to each video path")
     parser.set_defaults(handler=cmd_frames)
+
+
+def cmd_instruct_prepare(args: argparse.Namespace) -> int:
+    from .convert import ConvertOptions
+    from .instruct import PrepareError, PrepareOptions, VideoRoots, format_table, prepare
+
+    roots = VideoRoots()
+    try:
+        if args.roots:
+            roots.add_file(args.roots)
+        for spec in args.video_root:
+            roots.add(spec)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    weights = dict(args.task_weight)
+    if weights and any(character.isspace() for character in str(args.out.resolve())):
+        raise UsageError("--task-weight: train.sh's DATASET separates files by spaces, so --out must not contain any")
+    options = PrepareOptions(
+        annotations=args.annotations, out=args.out, roots=roots, tasks=tuple(args.tasks), sources=tuple(args.sources),
+        limit=args.limit, seed=args.seed, workers=args.workers, task_weights=weights,
+        convert=ConvertOptions(fps=args.fps, system_prompt=args.system_prompt or DEFAULT_SYSTEM_PROMPT,
+                               initial_question=not args.no_initial_question),
+    )
+    try:
+        summary = prepare(options, progress=sys.stderr.isatty())
+    except PrepareError as exc:
+        raise UsageError(str(exc)) from None
+    total, files, probes = summary["total"], summary["files"], summary["probes"]
+    print(format_table(summary))
+    print(f"\nvideos: {total['videos']} distinct, {total['found']} found ({total['hours']:.1f} h), {total['missing']} "
+          f"missing, {total['unreadable']} unreadable; {probes['probed']} probed, {probes['reused']} known from "
+          f"the last run; per video: {files['videos']}")
+    print(f"samples: {total['samples']}: {total['converted']} converted ({summary['converted_with_warnings']} with "
+          f"warnings), {total['rejected']} rejected; report: {files['rejects']}")
+    if summary["commands"] is None:
+        print("nothing was converted: see the report and give the missing video roots")
+        return 0
+    estimate = summary["frame_cache_estimate"]
+    print(f"stream conversations: {files['stream']} ({summary['conversion']}), one file per task in "
+          f"{Path(files['stream']).parent / 'tasks'}")
+    print(f"\nfill the frame cache (about {estimate['frames']} frames, {estimate['gb']} GB at the default pixel budget):\n"
+          f"  {summary['commands']['frames']}\ntrain:\n  {summary['commands']['train']}")
+    return 0
+
+
+def _build_instruct(sub) -> None:
+    parser = sub.add_parser(
+        "instruct",
+        help="prepare Streamo-Instruct-465K: find the videos, convert, report what is missing",
+        description="Work with Streamo-Instruct-465K-style annotation trees.",
+    )
+    commands = parser.add_subparsers(dest="instruct_command", required=True, metavar="COMMAND")
+    prepare = commands.add_parser(
+        "prepare",
+        help="find every record's video, check it, convert, and report what is missing",
+        description="Scan an annotation tree (JSON lists, JSON objects, JSONL, per-task folders), find each "
+        "record's video under the root of its source, check every distinct video once (exists, not empty, "
+        "decodes, true duration; cached for re-runs), convert what can be converted into one stream file per "
+        "task plus a combined one, report every other sample with its reason, and print the commands that "
+        "fill the frame cache and train on the result. See docs/instruct.md.",
+    )
+    prepare.add_argument("--annotations", required=True, type=existing_path, help="annotation directory (or one file)")
+    prepare.add_argument("--video-root", action="append", default=[], metavar="SOURCE=DIR",
+                         help="videos of SOURCE are under DIR (names match ignoring case and punctuation, aliases "
+                         "included); a DIR alone is the default root for every other source; repeatable")
+    prepare.add_argument("--roots", type=existing_file, metavar="FILE",
+                         help="more roots, one SOURCE=DIR or DIR per line (relative to the file); --video-root wins")
+    prepare.add_argument("--out", required=True, type=Path, help="output directory")
+    prepare.add_argument("--tasks", nargs="+", default=[], metavar="TASK", help="only these tasks")
+    prepare.add_argument("--sources", nargs="+", default=[], metavar="SOURCE", help="only these sources")
+    prepare.add_argument("--limit", type=positive_int, metavar="N",
+                         help="a random subset of N of the selected samples, the same for the same --seed")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (default: 0)")
+    prepare.add_argument("--task-weight", type=task_weight, action="append", default=[], metavar="TASK=FACTOR",
+                         help="in the printed train.sh line, draw FACTOR times the task's samples (ms-swift's "
+                         "FILE#N; 0 leaves the task out); repeatable")
+    prepare.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
+                         help="worker processes for probing and converting (default: all CPUs)")
+    prepare.add_argument("--fps", type=positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
+    prepare.add_argument("--no-initial-question", action="store_true",
+                         help="do not repeat the first question at turn 0 when no question is asked there")
+    _add_prompt_options(prepare)
+    prepare.set_defaults(handler=cmd_instruct_prepare)
 
 
 def _run_model_predictions(args: argparse.Namespace, predictions: Path) -> list[str]:
@@ -447,6 +542,7 @@ COMMANDS: dict[str, Callable] = {
     "stream": _build_stream,
     "serve": _build_serve,
     "client": _build_client,
+    "instruct": _build_instruct,
 }
 DATA_COMMANDS = ("convert", "validate", "stats")
 
