@@ -11,6 +11,10 @@ to the engine's own time. Measured side by side in one run:
   received) under one second; trials go up from 1 session, doubling, then bisect;
 * the trial at that count: ``frames_sent``, ``events_received``, ``frames_dropped`` and
   ``lost`` (neither decided nor reported dropped: must be 0), latency p50/p95/max;
+* ``batched_forward_speedup``: whether batching sessions would pay here: ``--batch`` sessions'
+  next turns (one frame's tokens each, on a KV cache of ``--batch-context`` tokens) read in one
+  forward pass of batch ``--batch`` against as many forward passes of batch 1 (equal lengths, no
+  padding: an upper bound on the gain);
 * a soak of ``--soak-sessions`` sessions for ``--soak-seconds``: the server's resident memory
   (RSS) after warm-up and at the end.
 
@@ -52,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--soak-sessions", type=int, default=8, help="sessions in the soak (default: 8)")
     parser.add_argument("--soak-seconds", type=float, default=600.0, help="soak length; 0 skips it (default: 600)")
     parser.add_argument("--engine-frames", type=int, default=40, help="frames timed for engine_only_ms (default: 40)")
+    parser.add_argument("--batch", type=int, default=8, help="sessions batched in batched_forward_speedup (default: 8)")
+    parser.add_argument("--batch-context", type=int, default=600,
+                        help="cached tokens per session in that comparison (default: 600)")
     return parser.parse_args(argv)
 
 
@@ -91,6 +98,40 @@ def _engine_only_ms(model_dir: Path, args, videos: list[list[bytes]]) -> float:
         image = Image.open(io.BytesIO(pictures[turn % len(pictures)])).convert("RGB")
         times.append(session.push_frame(image, float(turn)).latency_ms)
     return statistics.mean(times[2:])  # the first frames warm up kernels
+
+
+def _batched_forward_speedup(model_dir: Path, args, new_tokens: int) -> float:
+    import torch
+    from transformers import DynamicCache
+
+    from streamo.engine.loading import load_stream_model
+
+    model, _ = load_stream_model(model_dir, args.device)
+    language = model.model.language_model
+    hidden = model.config.text_config.hidden_size
+    generator = torch.Generator().manual_seed(0)
+
+    def cached(batch: int) -> DynamicCache:
+        cache = DynamicCache()
+        context = torch.randn(batch, args.batch_context, hidden, generator=generator).to(model.device, model.dtype)
+        language(inputs_embeds=context, past_key_values=cache, use_cache=True)
+        return cache
+
+    def timed(batch: int, repeats: int = 5) -> float:
+        step = torch.randn(batch, new_tokens, hidden, generator=generator).to(model.device, model.dtype)
+        best = float("inf")
+        for _ in range(repeats):
+            cache = cached(batch)
+            started = time.perf_counter()
+            language(inputs_embeds=step, past_key_values=cache, use_cache=True)
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    with torch.inference_mode():
+        timed(1)
+        one = timed(1)
+        together = timed(args.batch)
+    return one * args.batch / together
 
 
 def _free_port() -> int:
@@ -205,6 +246,11 @@ def main(argv=None) -> None:
     model_dir = _model(args)
     videos = _frames(args.max_pixels)
     engine_ms = _engine_only_ms(model_dir, args, videos)
+    from PIL import Image
+
+    width, height = Image.open(io.BytesIO(videos[0][0])).size
+    turn_tokens = width * height // (28 * 28) + 12  # visual tokens, time tag and chat markers
+    batching = _batched_forward_speedup(model_dir, args, turn_tokens)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     server = _start_server(model_dir, args, port, max(args.max_sessions, args.soak_sessions))
@@ -249,6 +295,7 @@ def main(argv=None) -> None:
         "server_overhead_ratio": round((round_trip - engine_ms) / engine_ms, 4),
         "sustained_sessions": sustained, "engine_capacity_sessions": round(capacity, 2),
         "sustained_over_capacity": round(sustained / capacity, 3),
+        "batched_forward_speedup": round(batching, 3), "batch": args.batch, "batch_context": args.batch_context,
         **(best or trials[-1]), "trials": [(t["sessions"], _held(t), t["latency_p95_ms"], t["frames_dropped"]) for t in trials],
         **soak,
     }))
