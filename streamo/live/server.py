@@ -223,7 +223,7 @@ class LiveConnection:
                         self._error(exc)
                 elif not self.finished.is_set() and not self._busy():
                     self._error(ProtocolError("idle_timeout", f"no message for {self.settings.idle_timeout:g} s"), closes=True)
-                    self._finish("idle_timeout")
+                    self.finish("idle_timeout")
         except (WebSocketDisconnect, RuntimeError):
             return
         finally:
@@ -234,7 +234,8 @@ class LiveConnection:
         """Frames still to decide or a source playing: the session is not idle."""
         return bool(self.pending) or (self.source_task is not None and not self.source_task.done())
 
-    def _finish(self, reason: str) -> None:
+    def finish(self, reason: str) -> None:
+        """Send ``closed`` with the session's summary; the sender closes the socket after it."""
         latency = None
         if self.latencies:
             from ..engine.command import latency_stats
@@ -350,6 +351,10 @@ class LiveConnection:
         except StreamInputError as exc:
             self._error(ProtocolError("source_failed", str(exc)))
             reason = "failed"
+        except Exception as exc:  # a decoder fault must end the source, not leave the session waiting
+            log.exception("session %s: source %s failed", self.id, target)
+            self._error(ProtocolError("source_failed", f"{type(exc).__name__}: {exc}"))
+            reason = "failed"
         self.state.scheduler.submit_marker(self.id, SourceEnded(frames=count, reason=reason))
 
     # ------------------------------------------------------------ results and sending
@@ -381,7 +386,7 @@ class LiveConnection:
         elif isinstance(result, SourceEnded):
             self._emit(result)
         elif isinstance(result, _Drained):
-            self._finish("client")
+            self.finish("client")
         self.progress.set()
 
     def _error(self, exc: ProtocolError, closes: bool = False) -> None:
@@ -451,7 +456,7 @@ def create_app(state: AppState) -> FastAPI:
         finally:
             for connection in list(state.connections.values()):
                 if not connection.finished.is_set():
-                    connection._finish("shutdown")
+                    connection.finish("shutdown")
             state.scheduler.stop()
 
     app = FastAPI(title="Streamo live", summary="Live streaming sessions with a Streamo model", lifespan=lifespan)

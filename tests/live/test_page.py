@@ -266,3 +266,24 @@ def test_screenshot_of_a_running_session(example_model, page_on):
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         SCREENSHOT.write_bytes(picture)
     assert not tab.errors, tab.errors
+
+
+def test_a_server_video_plays_and_a_lost_connection_offers_a_retry(loaded_model, page_on, short_clip):
+    with running_server(loaded_model, ServeSettings(sources=[short_clip.parent.resolve()])) as server:
+        tab = page_on(server.url)
+        tab.page.check("input[name=source][value=server]")
+        tab.page.click("#load-sources")
+        tab.page.wait_for_selector(f"#server-source option[value='{short_clip.name}']", state="attached")
+        tab.page.click("#start")
+        tab.wait_closed()
+        assert [turn for turn, _ in tab.cells()] == list(range(8))
+        tab.page.focus("#timeline")
+        tab.page.keyboard.press("End")
+        tab.page.keyboard.press("ArrowLeft")
+        assert tab.page.inner_text("#detail").startswith("6s-7s")  # the keyboard reads the timeline
+        tab.page.check("input[name=source][value=file]")
+        tab.play_file(short_clip)
+        tab.page.wait_for_selector("#timeline .cell")
+    tab.page.locator("#message").filter(has_text="connection to the server was lost").wait_for(timeout=30_000)
+    assert tab.page.is_visible("#retry")
+    assert not tab.errors, tab.errors

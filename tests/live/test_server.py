@@ -198,3 +198,45 @@ def test_engine_session_is_released_at_once(loaded_model):
         asyncio.run(leave())
         assert len(engines) == 1
         wait_until(lambda: gc.collect() is not None and engines[0]() is None)
+
+
+def test_a_flooding_session_does_not_hold_back_a_quiet_one(loaded_model):
+    """Round-robin: while another session keeps its queue full, each frame of a quiet session is
+    decided after at most one or two of the flooder's, not after the flooder's whole queue."""
+    flood = [encode_png(frame(turn % len(PLAN))) for turn in range(40)]
+
+    async def run(url):
+        flooder = await LiveClient.connect(url)
+        quiet = await LiveClient.connect(url)
+        decided = []
+
+        async def drain():
+            while (message := await flooder.receive()) is not None:
+                if message.type == "event":
+                    decided.append(message.turn)
+                elif message.type == "closed":
+                    return
+
+        reader = asyncio.create_task(drain())
+        for turn, picture in enumerate(flood[:10]):
+            await flooder.send_frame(picture, float(turn))
+        overtaken = []
+        for turn in range(5):
+            await asyncio.sleep(0.05)
+            for extra in range(6):  # keep the flooder's queue full
+                index = 10 + turn * 6 + extra
+                await flooder.send_frame(flood[index], float(index))
+            before = len(decided)
+            await quiet.send_frame(encode_png(frame(turn)), float(turn))
+            event = await quiet.receive()
+            assert event.type == "event"
+            overtaken.append(len(decided) - before)
+        await flooder.close()
+        await reader
+        await quiet.disconnect()
+        await flooder.disconnect()
+        return overtaken
+
+    with running_server(loaded_model, ServeSettings(max_queue=8)) as server:
+        overtaken = asyncio.run(run(server.url))
+    assert max(overtaken) <= 2, overtaken  # serving the flooder first would decide 6 to 10 of its frames first

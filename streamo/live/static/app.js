@@ -152,7 +152,7 @@ function onError(error) {
 }
 
 function onClosed(closed) {
-  page.closedCleanly = true;
+  page.closedCleanly = closed.reason !== "shutdown";
   const latency = closed.latency_ms ? `, latency mean ${closed.latency_ms.mean.toFixed(1)} ms, p95 ${closed.latency_ms.p95.toFixed(1)} ms` : "";
   $("detail").textContent = `Session closed (${closed.reason}): ${closed.frames} seconds decided, ${closed.responses} answers, ${closed.dropped} dropped${latency}.`;
 }
