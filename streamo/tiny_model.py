@@ -98,7 +98,8 @@ def tokenizer_dir() -> Path:
     return folder
 
 
-def _config(spec: TinyModelSpec):
+def tiny_config(spec: TinyModelSpec = TinyModelSpec()):
+    """The ``Qwen2_5_VLConfig`` of the tiny model ``spec``."""
     from transformers import Qwen2_5_VLConfig
 
     head_dim = spec.hidden_size // spec.heads
@@ -220,7 +221,7 @@ def _write_model(folder: Path, spec: TinyModelSpec) -> None:
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(spec.seed)
-    model = Qwen2_5_VLForConditionalGeneration(_config(spec)).eval()
+    model = Qwen2_5_VLForConditionalGeneration(tiny_config(spec)).eval()
     model.save_pretrained(folder)
     _write_generation_config(folder)
 
