@@ -8,9 +8,9 @@ path end to end before a user's first GPU run does. For each setup it
   with the real Qwen2 tokenizer and without the state tokens, as the published checkpoint;
 * trains ``--steps`` optimizer steps with ``train.sh`` unchanged, driven by its environment
   variables (``PRESET=gpu``: bf16, gradient checkpointing, frozen ViT; ``cpu-tiny`` on CPU) on
-  synthetic streams of realistic length (``streamo synth --duration``: 120-300 s clips of
-  448x224 frames, 128 visual tokens each, cut by the plugin into windows of up to
-  ``MAX_LENGTH`` = 16384 tokens; frames from a filled frame cache);
+  synthetic streams of realistic length (``streamo synth --duration``: 200-216 s clips of
+  448x224 frames, 128 visual tokens each, that the plugin cuts into two windows of 14-16.4K
+  tokens each for ``MAX_LENGTH`` = 16384; frames from a filled frame cache);
 * reloads the checkpoint with ``streamo.engine.load_stream_model`` (a LoRA checkpoint is
   merged first with ``swift export --merge_lora``, as a user must) and checks the three state
   tokens: single ids in the tokenizer, finite rows in the embedding and output layers;
@@ -96,7 +96,9 @@ class Scale:
 
 
 SCALES = {
-    "full": Scale("gpu", 16384, 100352, "448x224", "120,300", 3),
+    # 200-216 s clips: about 108 one-second turns of 128 visual tokens fill 16384 tokens, so each
+    # clip becomes two windows of 14-16.4K tokens and every step trains on a sample near MAX_LENGTH.
+    "full": Scale("gpu", 16384, 100352, "448x224", "200,216", 3),
     "tiny": Scale("cpu-tiny", 256, 3136, "56x56", "12,16", 1),
 }
 
@@ -254,8 +256,11 @@ def train(setup: Setup, scale: Scale, model: Path, stream: Path, cache: Path, ou
         "MAX_PIXELS": str(scale.max_pixels), "GRAD_ACCUM": str(args.grad_accum), "STREAMO_FRAME_CACHE": str(cache),
         "MASTER_PORT": str(_free_port()),
     }
+    # Gradient checkpointing as PRESET=gpu has it, also at the tiny scale: with the ViT frozen
+    # it is where a recipe breaks first (no input requiring a gradient).
     extra = ["--max_steps", str(args.steps), "--save_steps", str(args.steps), "--logging_steps", "1",
-             "--save_only_model", "true", "--save_total_limit", "1", "--include_num_input_tokens_seen", "true"]
+             "--save_only_model", "true", "--save_total_limit", "1", "--include_num_input_tokens_seen", "true",
+             "--gradient_checkpointing", "true"]
     log = output.parent / f"{setup.name}.train.log"
     output.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as handle:
@@ -310,7 +315,8 @@ def step_figures(run: Path, steps: int) -> dict:
 
 def merge_lora(checkpoint: Path) -> Path:
     merged = checkpoint.with_name(checkpoint.name + "-merged")
-    command = [str(Path(sys.executable).with_name("swift")), "export", "--adapters", str(checkpoint), "--merge_lora", "true",
+    swift = shutil.which("swift", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    command = [swift or "swift", "export", "--adapters", str(checkpoint), "--merge_lora", "true",
                "--output_dir", str(merged)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
