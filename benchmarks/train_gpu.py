@@ -35,10 +35,12 @@ The exit status is 1 when a setup that ran failed any of these.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -264,13 +266,14 @@ def train(setup: Setup, scale: Scale, model: Path, stream: Path, cache: Path, ou
     log = output.parent / f"{setup.name}.train.log"
     output.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as handle:
+        # Its own process group: on a timeout the torchrun workers holding the GPUs go too.
         process = subprocess.Popen(["bash", str(REPO / "train.sh"), *extra], env=env, cwd=output.parent,
-                                   stdout=handle, stderr=subprocess.STDOUT)
+                                   stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
         sampler = HostMemorySampler(process.pid)
         try:
             code = process.wait(timeout=args.train_timeout)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             code = None
         peak = sampler.stop()
@@ -356,11 +359,13 @@ def check_state_tokens(checkpoint: Path, base: Path, device: str) -> dict:
     layers = {"embed_tokens.weight": model.get_input_embeddings().weight, "lm_head.weight": model.get_output_embeddings().weight}
     rows = {kind: weight[ids].detach().float().cpu() for kind, weight in layers.items()}
     intact = all(bool(torch.isfinite(r).all()) and bool(r.abs().sum(dim=1).gt(0).all()) for r in rows.values())
-    base_rows = _base_rows(base, ids)
-    changed = {kind: not torch.equal(rows[kind], base_rows[kind].float()) for kind in rows if base_rows.get(kind) is not None}
-    del model
+    # The next setup trains in other processes: this one must hand its GPU memory back.
+    del layers, model
+    gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
+    base_rows = _base_rows(base, ids)
+    changed = {kind: not torch.equal(rows[kind], base_rows[kind].float()) for kind in rows if base_rows.get(kind) is not None}
     return {"checkpoint_reloads_with_state_tokens": intact, "state_token_ids": ids,
             "state_rows_changed_from_base": changed}
 

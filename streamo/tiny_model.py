@@ -236,6 +236,8 @@ def _write_full_size_model(folder: Path, name: str, device: str) -> None:
         model = Qwen2_5_VLForConditionalGeneration._from_config(full_config(name), dtype=torch.bfloat16)
     model.save_pretrained(folder)
     del model
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()  # training runs in other processes and needs the memory back
     _write_generation_config(folder)
 
 
