@@ -138,16 +138,17 @@ def _build_stats(sub) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .synth import SynthOptions, generate, parse_pause, parse_size
+    from .synth import SynthOptions, generate, parse_pause, parse_range, parse_size
 
     try:
         width, height = parse_size(args.size)
         pause = parse_pause(args.pause)
+        duration = parse_range(args.duration, "duration")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     options = SynthOptions(videos=args.videos, seed=args.seed, fps=args.fps, width=width, height=height,
                            first_index=args.first_index, grounding=args.grounding, timing_cue=args.timing_cue,
-                           pause=pause)
+                           pause=pause, duration=duration)
     try:
         raw_path = generate(args.out, options, progress=sys.stderr.isatty())
     except ValueError as exc:
@@ -157,7 +158,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _build_synth(sub) -> None:
-    from .synth.scene import DEFAULT_PAUSE, GROUNDING_CHOICES, MIN_PAUSE
+    from .synth.scene import DEFAULT_DURATION, DEFAULT_PAUSE, GROUNDING_CHOICES, MIN_PAUSE, SHORTEST_DURATION
 
     parser = sub.add_parser(
         "synth",
@@ -178,6 +179,9 @@ def _build_synth(sub) -> None:
                         help=f"whole seconds of stillness between changes, at least {MIN_PAUSE} (default: %(default)s); other "
                         "than the default, the first change also comes up to MAX-MIN seconds later, so that wider "
                         "ranges make the timing hard to guess without looking")
+    parser.add_argument("--duration", default="%d,%d" % DEFAULT_DURATION, metavar="MIN,MAX",
+                        help=f"whole seconds each clip lasts, at least {SHORTEST_DURATION} (default: %(default)s; "
+                        "120,300 gives clips of realistic length for training at full size)")
     parser.add_argument("--timing-cue", action="store_true",
                         help="diagnostic: paint the background blue while something moves and red in the first frame "
                         "at rest after a change, so that the timing can be read off any frame by any vision encoder")
