@@ -21,7 +21,8 @@ to the engine's own time. Measured side by side in one run:
 The server is the real ``streamo serve`` command in its own process; clients are asyncio
 sessions of ``streamo.live.client`` in this one. Default model: the tiny random
 Qwen2.5-VL with state tokens (built locally, nothing downloaded) and 56x56 frames from the
-shipped example videos. Prints ONE JSON line.
+shipped example videos; ``--config 7b`` builds a random full-size Qwen2.5-VL-7B (for a GPU,
+with 128 visual tokens a frame). Prints ONE JSON line.
 """
 
 from __future__ import annotations
@@ -46,9 +47,12 @@ VIDEOS = sorted((REPO / "dataset" / "example" / "videos").glob("*.mp4"))
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, help="checkpoint (default: the tiny random model with state tokens)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--max-pixels", type=int, default=3136, help="pixel budget per frame (default: 3136 = 56x56)")
+    parser.add_argument("--model", type=Path, help="checkpoint (default: a random model of --config with state tokens)")
+    parser.add_argument("--config", choices=["tiny", "3b", "7b"], default="tiny",
+                        help="random model built locally when --model is not given (default: tiny)")
+    parser.add_argument("--device", help="torch device (default: cpu for tiny, cuda otherwise)")
+    parser.add_argument("--max-pixels", type=int,
+                        help="pixel budget per frame (default: 3136 = 4 visual tokens for tiny, 100352 = 128 otherwise)")
     parser.add_argument("--seconds", type=float, default=20.0, help="stream seconds per trial (default: 20)")
     parser.add_argument("--rate", type=float, default=1.0,
                         help="frames a second each session sends; above 1 compresses time (default: 1)")
@@ -65,9 +69,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def _model(args) -> Path:
     if args.model is not None:
         return args.model
-    from streamo.tiny_model import TinyModelSpec, build_tiny_model
+    from streamo.tiny_model import TinyModelSpec, build_full_size_model, build_tiny_model
 
-    return build_tiny_model(REPO / ".cache" / "tiny-qwen2.5-vl-state", TinyModelSpec(with_state_tokens=True))
+    if args.config == "tiny":
+        return build_tiny_model(REPO / ".cache" / "tiny-qwen2.5-vl-state", TinyModelSpec(with_state_tokens=True))
+    return build_full_size_model(REPO / ".cache" / f"qwen2.5-vl-{args.config}-state", args.config, args.device,
+                                 with_state_tokens=True)
 
 
 def _frames(max_pixels: int) -> list[list[bytes]]:
@@ -243,6 +250,8 @@ def _round_trip_ms(url: str, pictures: list[bytes], frames: int) -> float:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    args.device = args.device or ("cpu" if args.config == "tiny" else "cuda")
+    args.max_pixels = args.max_pixels or (3136 if args.config == "tiny" else 100352)
     model_dir = _model(args)
     videos = _frames(args.max_pixels)
     engine_ms = _engine_only_ms(model_dir, args, videos)

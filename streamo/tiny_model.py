@@ -272,13 +272,16 @@ def build_tiny_model(folder: str | os.PathLike[str], spec: TinyModelSpec = TinyM
     return _build(folder, asdict(spec), spec.with_state_tokens, lambda staging: _write_model(staging, spec), force)
 
 
-def build_full_size_model(folder: str | os.PathLike[str], name: str, device: str = "cpu", force: bool = False) -> Path:
+def build_full_size_model(folder: str | os.PathLike[str], name: str, device: str = "cpu", force: bool = False,
+                          with_state_tokens: bool = False) -> Path:
     """Build a randomly initialised (seeded) Qwen2.5-VL of the published size ``name`` ("3b",
-    "7b") in bf16, with the real tokenizer and processor and without the state tokens, like the
-    published checkpoint; reused when complete. ``device`` is where the weights are initialised."""
+    "7b") in bf16, with the real tokenizer and processor and, like the published checkpoint,
+    without the state tokens unless ``with_state_tokens`` (to serve or stream it untrained);
+    reused when complete. ``device`` is where the weights are initialised."""
     if name not in FULL_CONFIGS:
         raise ValueError(f"unknown full-size configuration {name!r} ({', '.join(FULL_CONFIGS)})")
-    return _build(folder, {"full_size": name, "seed": 0}, False, lambda staging: _write_full_size_model(staging, name, device), force)
+    record = {"full_size": name, "seed": 0, **({"with_state_tokens": True} if with_state_tokens else {})}
+    return _build(folder, record, with_state_tokens, lambda staging: _write_full_size_model(staging, name, device), force)
 
 
 def _build(folder: str | os.PathLike[str], record: dict, with_state_tokens: bool, write_model, force: bool) -> Path:
