@@ -59,8 +59,9 @@ class LiveClient:
                 protocols.append(KEY_SUBPROTOCOL_PREFIX + encoded)
             else:
                 headers["Authorization"] = f"Bearer {api_key}"
+        # No per-message deflate: frames are JPEG/PNG already, compressing them again only costs time.
         connection = await connect(url, additional_headers=headers, subprotocols=protocols, max_size=max_size,
-                                   open_timeout=30)
+                                   compression=None, open_timeout=30)
         first = await _receive(connection)
         if isinstance(first, Error):
             await connection.close()

@@ -75,8 +75,9 @@ def run_serve(args: argparse.Namespace) -> int:
     scheme = "https" if args.ssl_certfile else "http"
     print(f"streamo serve: {args.model} at {scheme}://{args.host}:{args.port}/ (page), sessions on /v1/stream; "
           f"API key {'required' if key else 'not required (loopback)'}", file=sys.stderr, flush=True)
+    # No per-message deflate: frames are JPEG/PNG already, compressing them again only costs time.
     uvicorn.run(create_app(state), host=args.host.strip("[]"), port=args.port, ws_max_size=settings.transport_max_bytes,
-                ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile, log_level="info")
+                ws_per_message_deflate=False, ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile, log_level="info")
     return 0
 
 

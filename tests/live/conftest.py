@@ -41,7 +41,8 @@ def running_server(model: StreamModel, settings: ServeSettings | None = None, wi
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    config = uvicorn.Config(create_app(state), ws_max_size=settings.transport_max_bytes, log_level="warning",
+    config = uvicorn.Config(create_app(state), ws_max_size=settings.transport_max_bytes, ws_per_message_deflate=False,
+                            log_level="warning",
                             lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
