@@ -205,7 +205,7 @@ ERROR_CODES: dict[str, str] = {
     "source_refused": "a source outside the allowed directories, missing, or a URL when URLs are not allowed",
     "source_busy": "a source is already playing, or frames are being pushed",
     "source_failed": "the source could not be decoded",
-    "internal": "the model failed on a frame; the session goes on",
+    "internal": "the model failed on a frame or question; the session goes on",
 }
 
 

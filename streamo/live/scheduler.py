@@ -41,9 +41,11 @@ class Decided:
 
 @dataclass
 class Failed:
-    """The model raised on one frame; the session goes on."""
+    """The model raised on one item of a session's work; the session goes on."""
 
     message: str
+    frame: bool
+    """Whether the item was a frame (it gets no decision)."""
 
 
 @dataclass
@@ -145,11 +147,6 @@ class Scheduler:
         with self._cond:
             self._sessions[session_id].decision = decision
 
-    def frames_waiting(self, session_id: str) -> int:
-        with self._cond:
-            session = self._sessions.get(session_id)
-            return 0 if session is None else session.frames_waiting
-
     @property
     def open_sessions(self) -> int:
         with self._cond:
@@ -201,7 +198,7 @@ class Scheduler:
                 result = self._execute(session, engine, decision, item)
             except Exception as exc:  # the model thread must outlive any one frame
                 log.exception("session %s: the model failed", session.id)
-                result = Failed(f"{type(exc).__name__}: {exc}")
+                result = Failed(f"{type(exc).__name__}: {exc}", isinstance(item, _Frame))
             del engine
             if result is not None and not session.removed:
                 session.deliver(result)

@@ -381,8 +381,8 @@ class LiveConnection:
                 questions=event.questions, waiting=result.waiting, dropped=result.dropped,
             ))
         elif isinstance(result, Failed):
-            self.pending -= 1
-            self._error(ProtocolError("internal", f"the model failed on a frame: {result.message}"))
+            self.pending -= result.frame
+            self._error(ProtocolError("internal", f"the model failed: {result.message}"))
         elif isinstance(result, SourceEnded):
             self._emit(result)
         elif isinstance(result, _Drained):

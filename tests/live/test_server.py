@@ -240,3 +240,32 @@ def test_a_flooding_session_does_not_hold_back_a_quiet_one(loaded_model):
     with running_server(loaded_model, ServeSettings(max_queue=8)) as server:
         overtaken = asyncio.run(run(server.url))
     assert max(overtaken) <= 2, overtaken  # serving the flooder first would decide 6 to 10 of its frames first
+
+
+def test_a_model_fault_on_one_frame_is_an_error_and_the_session_goes_on(loaded_model):
+    def faulty():
+        engine = loaded_model.session()
+        push = engine.push_frame
+
+        def push_frame(image, t=None):
+            if t == 1.0:
+                raise RuntimeError("simulated fault")
+            return push(image, t)
+
+        engine.push_frame = push_frame
+        return engine
+
+    async def run(url):
+        client = await LiveClient.connect(url)
+        for turn in range(3):
+            await client.send_frame(encode_png(frame(turn)), float(turn))
+        replies = [await client.receive() for _ in range(3)]
+        await client.disconnect()
+        return replies
+
+    with running_server(loaded_model) as server:
+        server.state.scheduler._open_engine = faulty
+        replies = asyncio.run(run(server.url))
+    assert [r.type for r in replies] == ["event", "error", "event"]
+    assert (replies[0].turn, replies[1].code, replies[2].turn) == (0, "internal", 2)
+    assert "simulated fault" in replies[1].message and not replies[1].closes
