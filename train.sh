@@ -4,6 +4,7 @@
 #   bash train.sh                              # GPU recipe: Qwen2.5-VL-7B-Instruct, bf16, DeepSpeed ZeRO-2
 #   PRESET=cpu-tiny bash train.sh              # the tiny local model on CPU, a few steps (smoke run)
 #   DATASET=data/stream.jsonl TUNER=lora bash train.sh --num_train_epochs 2   # extra args go to swift sft
+#   DATASET="data/qa.jsonl#20000 data/narration.jsonl" bash train.sh          # several files, ms-swift's FILE#N
 #
 # Knobs (environment): MODEL DATASET OUTPUT_DIR NPROC_PER_NODE NNODES NODE_RANK MASTER_ADDR
 # MASTER_PORT DEEPSPEED (zero2 | zero3 | none | path to a JSON) TUNER (full | lora) MAX_PIXELS
@@ -72,6 +73,9 @@ cpu-tiny)
 esac
 
 DATASET="${DATASET:-$REPO/dataset/example/stream_format.json}"
+# Several datasets are separated by spaces, each in ms-swift's syntax (FILE#N draws N samples);
+# one existing file is taken whole, so a path with spaces still works alone.
+if [[ -e "$DATASET" ]]; then DATASETS=("$DATASET"); else read -r -a DATASETS <<< "$DATASET"; fi
 TUNER="${TUNER:-full}"
 LOSS="${LOSS:-stream_focal}"
 case "$DEEPSPEED" in
@@ -102,7 +106,7 @@ exec "$SWIFT" sft \
     --template stream_qwen2_5_vl \
     --external_plugins "$REPO/plugin/streamo_plugin.py" \
     --new_special_tokens "$REPO/configs/special_tokens.txt" \
-    --dataset "$DATASET" \
+    --dataset "${DATASETS[@]}" \
     --split_dataset_ratio 0 \
     --output_dir "$OUTPUT_DIR" \
     --max_length "$MAX_LENGTH" \

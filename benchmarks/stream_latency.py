@@ -21,8 +21,8 @@ Latencies are process CPU time on CPU (steady on a shared machine; ``*_wall_ms``
 wall time on GPU (``--clock``).
 
 Default: the tiny CPU model with 56x56 frames (4 visual tokens). On a GPU, a randomly
-initialised full-size Qwen2.5-VL (``--config 3b`` / ``7b``, configuration written below, no
-download) with 448x224 frames (128 visual tokens): ``--config 7b --device cuda``.
+initialised full-size Qwen2.5-VL (``--config 3b`` / ``7b``, ``streamo.tiny_model.FULL_CONFIGS``,
+no download) with 448x224 frames (128 visual tokens): ``--config 7b --device cuda``.
 Prints ONE JSON line.
 """
 
@@ -39,43 +39,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from streamo.tiny_model import FULL_CONFIGS, full_config
+
 QUESTION = "Tell me when the square changes colour."
-
-_VISION = {
-    "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "patch_size": 14,
-    "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31],
-    "tokens_per_second": 2, "hidden_act": "silu", "in_chans": 3,
-}
-FULL_CONFIGS = {
-    # Qwen2.5-VL-3B-Instruct and -7B-Instruct architecture values.
-    "3b": {
-        "text": {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
-                 "num_attention_heads": 16, "num_key_value_heads": 2, "tie_word_embeddings": True},
-        "vision_out": 2048,
-    },
-    "7b": {
-        "text": {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
-                 "num_attention_heads": 28, "num_key_value_heads": 4, "tie_word_embeddings": False},
-        "vision_out": 3584,
-    },
-}
-
-
-def full_config(name: str):
-    from transformers import Qwen2_5_VLConfig
-
-    spec = FULL_CONFIGS[name]
-    text = dict(spec["text"])
-    text.update({
-        "max_position_embeddings": 128000, "rms_norm_eps": 1e-6, "hidden_act": "silu",
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
-        "bos_token_id": 151643, "eos_token_id": 151645,
-    })
-    return Qwen2_5_VLConfig(
-        text_config=text, vision_config={**_VISION, "out_hidden_size": spec["vision_out"]},
-        tie_word_embeddings=text["tie_word_embeddings"], image_token_id=151655, video_token_id=151656,
-        vision_start_token_id=151652, vision_end_token_id=151653,
-    )
 
 
 def load(args):

@@ -35,3 +35,6 @@ echo "checkpoint: $checkpoint"
 echo "== 5/5 stream the example video through the trained model, one line per second"
 streamo stream --model "$checkpoint" --video dataset/example/videos/synth_0000.mp4 \
     --questions dataset/example/raw_data.json --sample 1 --max-new-tokens 24
+
+echo "== watch it live: serve the checkpoint with the web page, then open http://127.0.0.1:8000/"
+echo "   $STREAMO_VENV/bin/streamo serve --model $checkpoint"

@@ -54,6 +54,25 @@ def existing_file(text: str) -> Path:
     return path
 
 
+def existing_path(text: str) -> Path:
+    """A file or a directory that exists."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such file or directory: {text}")
+    return path
+
+
+def task_weight(text: str) -> tuple[str, float]:
+    """``TASK=FACTOR``, the factor a finite number >= 0."""
+    task, equals, factor = text.rpartition("=")
+    if not equals or not task.strip():
+        raise argparse.ArgumentTypeError(f"expected TASK=FACTOR: {text!r}")
+    value = _number(factor)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"factor must be >= 0: {text!r}")
+    return task.strip(), value
+
+
 def system_prompt_text(text: str) -> str:
     """A system prompt given inline. Blank is refused everywhere, because a stream converted with
     one could never be streamed: every session opens with the prompt training used."""

@@ -8,6 +8,7 @@ only reads and writes.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import multiprocessing
 import os
@@ -62,7 +63,8 @@ class Summary:
         )
 
 
-def _convert_chunk(args: tuple[list[tuple[int, Any]], ConvertOptions, str | None]) -> ChunkResult:
+def convert_chunk(args: tuple[list[tuple[int, Any]], ConvertOptions, str | None]) -> ChunkResult:
+    """Convert one chunk of ``(index, record)`` pairs (records parsed or ``Unparsed``)."""
     chunk, options, fmt = args
     encoded, reported = [], []
     for index, item in chunk:
@@ -86,18 +88,29 @@ def _chunks(records: Iterable[Any], size: int) -> Iterator[list[tuple[int, Any]]
         yield chunk
 
 
-def _results(
-    input_path: Path, options: ConvertOptions, fmt: str | None, workers: int
+def convert_chunks(
+    chunks: Iterable[list[tuple[int, Any]]], options: ConvertOptions, fmt: str | None, workers: int
 ) -> Iterator[ChunkResult]:
-    tasks = ((chunk, options, fmt) for chunk in _chunks(iter_records(input_path, lazy=True), CHUNK_SIZE))
-    head = list(itertools.islice(tasks, 2))
+    """``convert_chunk`` over ``chunks`` in worker processes, results in input order.
+
+    ``chunks`` is consumed in the calling thread and at most two chunks per worker run ahead
+    of the results, so a caller may keep per-chunk bookkeeping beside it and memory stays
+    bounded however long the input is.
+    """
+    chunks = iter(chunks)
+    head = list(itertools.islice(chunks, 2))
     if workers <= 1 or len(head) < 2:  # a pool costs more than it saves on one chunk
-        yield from map(_convert_chunk, itertools.chain(head, tasks))
+        yield from (convert_chunk((chunk, options, fmt)) for chunk in itertools.chain(head, chunks))
         return
-    tasks = itertools.chain(head, tasks)
     context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
     with context.Pool(workers) as pool:
-        yield from pool.imap(_convert_chunk, tasks, chunksize=1)
+        window: collections.deque = collections.deque()
+        for chunk in itertools.chain(head, chunks):
+            window.append(pool.apply_async(convert_chunk, ((chunk, options, fmt),)))
+            if len(window) >= 2 * workers:
+                yield window.popleft().get()
+        while window:
+            yield window.popleft().get()
 
 
 def default_rejects_path(output: str | os.PathLike[str]) -> Path:
@@ -132,7 +145,8 @@ def process_file(
         if writer:
             writer.__enter__()
         bar = tqdm(unit=" samples", disable=progress is False or (progress is None and not log.isatty()), file=log)
-        for chunk in _results(input_path, options, writer.format if writer else None, workers):
+        chunks = _chunks(iter_records(input_path, lazy=True), CHUNK_SIZE)
+        for chunk in convert_chunks(chunks, options, writer.format if writer else None, workers):
             bar.update(chunk.size)
             summary.total += chunk.size
             rejected = sum(result.rejected for result in chunk.reported)

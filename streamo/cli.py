@@ -15,7 +15,15 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .argtypes import existing_file, positive_float, positive_int, system_prompt_file, system_prompt_text
+from .argtypes import (
+    existing_file,
+    existing_path,
+    positive_float,
+    positive_int,
+    system_prompt_file,
+    system_prompt_text,
+    task_weight,
+)
 from .protocol import DEFAULT_SYSTEM_PROMPT
 
 
@@ -97,11 +105,15 @@ def _build_convert(sub) -> None:
     )
     _add_raw_options(parser)
     parser.add_argument("--output", required=True, type=Path, help="stream file: *.json (indented list) or *.jsonl")
+    _add_prompt_options(parser)
+    parser.set_defaults(handler=cmd_convert)
+
+
+def _add_prompt_options(parser: argparse.ArgumentParser) -> None:
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("--system-prompt", type=system_prompt_text, help="system prompt text (default: Streamo's built-in prompt)")
     prompt.add_argument("--system-prompt-file", dest="system_prompt", type=system_prompt_file, metavar="FILE",
                         help="read the system prompt from this UTF-8 file")
-    parser.set_defaults(handler=cmd_convert)
 
 
 def _build_validate(sub) -> None:
@@ -126,16 +138,17 @@ def _build_stats(sub) -> None:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from .synth import SynthOptions, generate, parse_pause, parse_size
+    from .synth import SynthOptions, generate, parse_pause, parse_range, parse_size
 
     try:
         width, height = parse_size(args.size)
         pause = parse_pause(args.pause)
+        duration = parse_range(args.duration, "duration")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     options = SynthOptions(videos=args.videos, seed=args.seed, fps=args.fps, width=width, height=height,
                            first_index=args.first_index, grounding=args.grounding, timing_cue=args.timing_cue,
-                           pause=pause)
+                           pause=pause, duration=duration)
     try:
         raw_path = generate(args.out, options, progress=sys.stderr.isatty())
     except ValueError as exc:
@@ -145,7 +158,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _build_synth(sub) -> None:
-    from .synth.scene import DEFAULT_PAUSE, GROUNDING_CHOICES, MIN_PAUSE
+    from .synth.scene import DEFAULT_DURATION, DEFAULT_PAUSE, GROUNDING_CHOICES, MIN_PAUSE, SHORTEST_DURATION
 
     parser = sub.add_parser(
         "synth",
@@ -166,6 +179,9 @@ def _build_synth(sub) -> None:
                         help=f"whole seconds of stillness between changes, at least {MIN_PAUSE} (default: %(default)s); other "
                         "than the default, the first change also comes up to MAX-MIN seconds later, so that wider "
                         "ranges make the timing hard to guess without looking")
+    parser.add_argument("--duration", default="%d,%d" % DEFAULT_DURATION, metavar="MIN,MAX",
+                        help=f"whole seconds each clip lasts, at least {SHORTEST_DURATION} (default: %(default)s; "
+                        "120,300 gives clips of realistic length for training at full size)")
     parser.add_argument("--timing-cue", action="store_true",
                         help="diagnostic: paint the background blue while something moves and red in the first frame "
                         "at rest after a change, so that the timing can be read off any frame by any vision encoder")
@@ -225,6 +241,89 @@ def _build_frames(sub) -> None:
     parser.add_argument("--quality", type=positive_int, help="JPEG quality 1-100 (default: 90)")
     parser.add_argument("--video-prefix", help="directory prepended to each video path")
     parser.set_defaults(handler=cmd_frames)
+
+
+def cmd_instruct_prepare(args: argparse.Namespace) -> int:
+    from .convert import ConvertOptions
+    from .instruct import PrepareError, PrepareOptions, VideoRoots, format_table, prepare
+
+    roots = VideoRoots()
+    try:
+        if args.roots:
+            roots.add_file(args.roots)
+        for spec in args.video_root:
+            roots.add(spec)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    weights = dict(args.task_weight)
+    if weights and any(character.isspace() for character in str(args.out.resolve())):
+        raise UsageError("--task-weight: train.sh's DATASET separates files by spaces, so --out must not contain any")
+    options = PrepareOptions(
+        annotations=args.annotations, out=args.out, roots=roots, tasks=tuple(args.tasks), sources=tuple(args.sources),
+        limit=args.limit, seed=args.seed, workers=args.workers, task_weights=weights,
+        convert=ConvertOptions(fps=args.fps, system_prompt=args.system_prompt or DEFAULT_SYSTEM_PROMPT,
+                               initial_question=not args.no_initial_question),
+    )
+    try:
+        summary = prepare(options, progress=sys.stderr.isatty())
+    except PrepareError as exc:
+        raise UsageError(str(exc)) from None
+    total, files, probes = summary["total"], summary["files"], summary["probes"]
+    print(format_table(summary))
+    print(f"\nvideos: {total['videos']} distinct, {total['found']} found ({total['hours']:.1f} h), {total['missing']} "
+          f"missing, {total['unreadable']} unreadable; {probes['probed']} probed, {probes['reused']} known from "
+          f"the last run; per video: {files['videos']}")
+    print(f"samples: {total['samples']}: {total['converted']} converted ({summary['converted_with_warnings']} with "
+          f"warnings), {total['rejected']} rejected; report: {files['rejects']}")
+    if summary["commands"] is None:
+        print("nothing was converted: see the report and give the missing video roots")
+        return 0
+    estimate = summary["frame_cache_estimate"]
+    print(f"stream conversations: {files['stream']} ({summary['conversion']}), one file per task in "
+          f"{Path(files['stream']).parent / 'tasks'}")
+    print(f"\nfill the frame cache (about {estimate['frames']} frames, {estimate['gb']} GB at the default pixel budget):\n"
+          f"  {summary['commands']['frames']}\ntrain:\n  {summary['commands']['train']}")
+    return 0
+
+
+def _build_instruct(sub) -> None:
+    parser = sub.add_parser(
+        "instruct",
+        help="prepare Streamo-Instruct-465K: find the videos, convert, report what is missing",
+        description="Work with Streamo-Instruct-465K-style annotation trees.",
+    )
+    commands = parser.add_subparsers(dest="instruct_command", required=True, metavar="COMMAND")
+    prepare = commands.add_parser(
+        "prepare",
+        help="find every record's video, check it, convert, and report what is missing",
+        description="Scan an annotation tree (JSON lists, JSON objects, JSONL, per-task folders), find each "
+        "record's video under the root of its source, check every distinct video once (exists, not empty, "
+        "decodes, true duration; cached for re-runs), convert what can be converted into one stream file per "
+        "task plus a combined one, report every other sample with its reason, and print the commands that "
+        "fill the frame cache and train on the result. See docs/instruct.md.",
+    )
+    prepare.add_argument("--annotations", required=True, type=existing_path, help="annotation directory (or one file)")
+    prepare.add_argument("--video-root", action="append", default=[], metavar="SOURCE=DIR",
+                         help="videos of SOURCE are under DIR (names match ignoring case and punctuation, aliases "
+                         "included); a DIR alone is the default root for every other source; repeatable")
+    prepare.add_argument("--roots", type=existing_file, metavar="FILE",
+                         help="more roots, one SOURCE=DIR or DIR per line (relative to the file); --video-root wins")
+    prepare.add_argument("--out", required=True, type=Path, help="output directory")
+    prepare.add_argument("--tasks", nargs="+", default=[], metavar="TASK", help="only these tasks")
+    prepare.add_argument("--sources", nargs="+", default=[], metavar="SOURCE", help="only these sources")
+    prepare.add_argument("--limit", type=positive_int, metavar="N",
+                         help="a random subset of N of the selected samples, the same for the same --seed")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (default: 0)")
+    prepare.add_argument("--task-weight", type=task_weight, action="append", default=[], metavar="TASK=FACTOR",
+                         help="in the printed train.sh line, draw FACTOR times the task's samples (ms-swift's "
+                         "FILE#N; 0 leaves the task out); repeatable")
+    prepare.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
+                         help="worker processes for probing and converting (default: all CPUs)")
+    prepare.add_argument("--fps", type=positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
+    prepare.add_argument("--no-initial-question", action="store_true",
+                         help="do not repeat the first question at turn 0 when no question is asked there")
+    _add_prompt_options(prepare)
+    prepare.set_defaults(handler=cmd_instruct_prepare)
 
 
 def _run_model_predictions(args: argparse.Namespace, predictions: Path) -> list[str]:
@@ -364,8 +463,10 @@ def _build_ovobench(sub) -> None:
         "ovobench",
         help="run a model on OVO-Bench (or score its replies) by the benchmark's rules",
         description="OVO-Bench: forward-active tasks (REC, SSR, CRR) stream and the model decides when to answer; "
-        "multiple-choice tasks are answered at the probe time. Per-task accuracy, category means, overall, and a "
-        "latency-aware forward score.",
+        "multiple-choice tasks are answered at the probe time. Prints one JSON line, scored as the benchmark's scorer "
+        "does, in %: score.tasks (each task's accuracy: mean over its probes), score.categories (backward, realtime, "
+        "forward: mean of their tasks' accuracies), score.overall (mean of the category means: the benchmark's "
+        "\"Total Avg.\"); with --model also a latency-aware forward score.",
     )
     parser.add_argument("--annotations", required=True, type=existing_file, help="OVO-Bench annotation file (JSON list)")
     parser.add_argument("--video-root", type=Path, help="directory the annotations' video paths are relative to")
@@ -380,26 +481,57 @@ def _build_ovobench(sub) -> None:
     parser.set_defaults(handler=cmd_ovobench)
 
 
-def cmd_stream(args: argparse.Namespace) -> int:
-    from .engine.command import StreamInputError, run_stream
+def _live_command(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A handler whose StreamInputError (bad input, unusable model) is a one-line usage error."""
 
-    try:
-        return run_stream(args)
-    except StreamInputError as exc:
-        raise UsageError(str(exc)) from None
+    def handler(args: argparse.Namespace) -> int:
+        from .engine.command import StreamInputError
+
+        try:
+            return run(args)
+        except StreamInputError as exc:
+            raise UsageError(str(exc)) from None
+
+    return handler
 
 
 def _build_stream(sub) -> None:
-    from .engine.command import add_arguments
+    from .engine.command import add_arguments, run_stream
 
     parser = sub.add_parser(
         "stream",
         help="play a video through a stream model and print each second's state and answer",
-        description="Play a video (file, frame directory or live stream on stdin) through a stream model with "
-        "the incremental KV-cache engine, printing one line (or JSON line) per second.",
+        description="Play a video (file, frame directory, stream URL or live stream on stdin) through a stream model "
+        "with the incremental KV-cache engine, printing one line (or JSON line) per second.",
     )
     add_arguments(parser)
-    parser.set_defaults(handler=cmd_stream)
+    parser.set_defaults(handler=_live_command(run_stream))
+
+
+def _build_serve(sub) -> None:
+    from .live.command import add_serve_arguments, run_serve
+
+    parser = sub.add_parser(
+        "serve",
+        help="serve live streaming sessions over a WebSocket API, with a web page",
+        description="Serve a stream model to many live sessions at once: clients push frames (or name a server-side "
+        "video) over the WebSocket /v1/stream and get one decision per frame. Loopback only unless an API key is set.",
+    )
+    add_serve_arguments(parser)
+    parser.set_defaults(handler=_live_command(run_serve))
+
+
+def _build_client(sub) -> None:
+    from .live.command import add_client_arguments, run_client
+
+    parser = sub.add_parser(
+        "client",
+        help="play a video through a streamo serve session and print each second's state and answer",
+        description="Open a live session on a streamo serve server, send a video's frames (and questions), and print "
+        "the same lines as streamo stream.",
+    )
+    add_client_arguments(parser)
+    parser.set_defaults(handler=_live_command(run_client))
 
 
 COMMANDS: dict[str, Callable] = {
@@ -412,6 +544,9 @@ COMMANDS: dict[str, Callable] = {
     "eval": _build_eval,
     "ovobench": _build_ovobench,
     "stream": _build_stream,
+    "serve": _build_serve,
+    "client": _build_client,
+    "instruct": _build_instruct,
 }
 DATA_COMMANDS = ("convert", "validate", "stats")
 

@@ -14,6 +14,7 @@ Torch and transformers are imported on first use, so the command line stays fast
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -56,6 +57,13 @@ class StreamModel:
         self.model, self.processor = load_stream_model(path, device)
         self.settings = settings
         self.max_pixels = settings.max_pixels or training_max_pixels(path)
+
+    def with_settings(self, settings: EngineSettings) -> "StreamModel":
+        """The same loaded weights with other engine settings (no second copy of the model)."""
+        other = copy.copy(self)
+        other.settings = settings
+        other.max_pixels = settings.max_pixels or self.max_pixels
+        return other
 
     def session(self, bias: dict[State, float] | None = None):
         from .engine.decoding import DecisionRule

@@ -11,15 +11,16 @@ SSR asks whether a tutorial ``step`` is being performed (``type`` 1 = yes; ``all
 ``start_time``, ``end_time``), CRR asks whether a ``question`` asked at ``ask_time`` can be
 answered yet (``type`` 1 after ``clue_time``).
 
-Scoring rules, as in the benchmark's own scorer: a multiple-choice reply is right when it
-contains the letter of the right option; REC when the digits of the reply, joined, equal the
-count; SSR/CRR when the reply is exactly "Y"/"N" for type 1/0, or contains "Yes"/"No" (case
-matters); a missing reply is wrong. Task accuracy is the mean over probes; a category is the
-mean of its tasks; ``overall`` is the mean over all tasks, the "Total Avg." the benchmark's
-scorer (``utils/OVOBenchScore.py``) prints. Published figures were not all computed that way
-(the benchmark README's example output matches a mean over probes, from earlier code of that
-scorer), so ``category_mean`` (mean of the three categories) and ``probe_mean`` (all probes
-pooled) are reported too: compare a published number with the one computed the same way.
+Scoring rules, as in the benchmark's own scorer (``utils/OVOBenchScore.py``): a multiple-choice
+reply is right when it contains the letter of the right option; REC when the digits of the
+reply, joined, equal the count; SSR/CRR when the reply is exactly "Y"/"N" for type 1/0, or
+contains "Yes"/"No" (case matters); a missing reply is wrong. The numbers, as that scorer
+prints them: a task's accuracy is the mean over its probes (its "Task: ..., Acc:"); a
+category's is the mean of its tasks' accuracies ("Backward/Realtime/Forward Avg."); ``overall``
+is the mean of the category means ("Total Avg."), so the six real-time tasks weigh no more
+than the three of each other category. When only some tasks are scored, the means are over
+those tasks and their categories. Earlier versions of that scorer printed other totals (one
+the mean over all tasks), so an older published total may not be this number.
 
 Two ways to run a model: ``run_offline`` calls ``answer(probe)`` for each probe with the video
 cut at the probe time (the benchmark's protocol); ``run_streaming`` plays each video once per
@@ -230,25 +231,28 @@ class ProbeResult:
         return probe_correct(self.probe.task, self.reply, self.probe.expected)
 
 
+def _mean(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
 def score(results: Iterable[ProbeResult]) -> dict[str, Any]:
-    """Per-task accuracy, category means, ``overall`` (mean over tasks), ``category_mean`` and
-    ``probe_mean``, in % (see the module docstring for why three totals)."""
+    """Per-task accuracy, category means and ``overall`` (mean of the category means), in %,
+    computed as the benchmark's scorer computes them (see the module docstring)."""
     by_task: dict[str, list[bool]] = {}
     for result in results:
         by_task.setdefault(result.probe.task, []).append(result.correct)
-    tasks = {task: 100 * sum(marks) / len(marks) for task, marks in by_task.items() if marks}
+    tasks = {task: 100 * sum(marks) / len(marks) for task, marks in by_task.items()}
     categories = {}
     for category, members in CATEGORIES.items():
         present = [tasks[task] for task in members if task in tasks]
         if present:
-            categories[category] = sum(present) / len(present)
+            categories[category] = _mean(present)
     return {
         "tasks": tasks,
         "probes": {task: len(marks) for task, marks in by_task.items()},
         "categories": categories,
-        "overall": sum(tasks.values()) / len(tasks) if tasks else None,
-        "category_mean": sum(categories.values()) / len(categories) if categories else None,
-        "probe_mean": 100 * sum(map(sum, by_task.values())) / sum(map(len, by_task.values())) if by_task else None,
+        "overall": _mean(categories.values()),
     }
 
 

@@ -10,6 +10,10 @@ but seeded, so two builds with the same options are identical.
 The three state tokens are *not* in the tokenizer by default, exactly like the real
 checkpoint: training adds them with ``--new_special_tokens``. ``with_state_tokens=True``
 adds them for tests that skip training.
+
+``build_full_size_model`` writes a randomly initialised Qwen2.5-VL-3B or -7B the same way
+(the published architecture values in ``FULL_CONFIGS``, the same tokenizer and processor), so
+GPU benchmarks measure real sizes without downloading weights.
 """
 
 from __future__ import annotations
@@ -94,7 +98,8 @@ def tokenizer_dir() -> Path:
     return folder
 
 
-def _config(spec: TinyModelSpec):
+def tiny_config(spec: TinyModelSpec = TinyModelSpec()):
+    """The ``Qwen2_5_VLConfig`` of the tiny model ``spec``."""
     from transformers import Qwen2_5_VLConfig
 
     head_dim = spec.hidden_size // spec.heads
@@ -143,6 +148,44 @@ def _config(spec: TinyModelSpec):
     )
 
 
+_FULL_VISION = {
+    "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "patch_size": 14,
+    "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31],
+    "tokens_per_second": 2, "hidden_act": "silu", "in_chans": 3,
+}
+FULL_CONFIGS = {
+    # Qwen2.5-VL-3B-Instruct and -7B-Instruct architecture values.
+    "3b": {
+        "text": {"vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+                 "num_attention_heads": 16, "num_key_value_heads": 2, "tie_word_embeddings": True},
+        "vision_out": 2048,
+    },
+    "7b": {
+        "text": {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                 "num_attention_heads": 28, "num_key_value_heads": 4, "tie_word_embeddings": False},
+        "vision_out": 3584,
+    },
+}
+
+
+def full_config(name: str):
+    """The ``Qwen2_5_VLConfig`` of the published model ``name`` (a key of ``FULL_CONFIGS``)."""
+    from transformers import Qwen2_5_VLConfig
+
+    spec = FULL_CONFIGS[name]
+    text = dict(spec["text"])
+    text.update({
+        "max_position_embeddings": 128000, "rms_norm_eps": 1e-6, "hidden_act": "silu",
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+        "bos_token_id": 151643, "eos_token_id": 151645,
+    })
+    return Qwen2_5_VLConfig(
+        text_config=text, vision_config={**_FULL_VISION, "out_hidden_size": spec["vision_out"]},
+        tie_word_embeddings=text["tie_word_embeddings"], image_token_id=151655, video_token_id=151656,
+        vision_start_token_id=151652, vision_end_token_id=151653,
+    )
+
+
 def _write_tokenizer_files(folder: Path, with_state_tokens: bool) -> None:
     source = tokenizer_dir()
     for name in ("tokenizer.json", "vocab.json", "merges.txt"):
@@ -175,11 +218,32 @@ def _write_processor(folder: Path) -> None:
 
 def _write_model(folder: Path, spec: TinyModelSpec) -> None:
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(spec.seed)
-    model = Qwen2_5_VLForConditionalGeneration(_config(spec)).eval()
+    model = Qwen2_5_VLForConditionalGeneration(tiny_config(spec)).eval()
     model.save_pretrained(folder)
+    _write_generation_config(folder)
+
+
+def _write_full_size_model(folder: Path, name: str, device: str) -> None:
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(0)
+    # Initialised where it will run (a GPU initialises 7B in seconds), saved in bf16 as published.
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(full_config(name), dtype=torch.bfloat16)
+    model.save_pretrained(folder)
+    del model
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()  # training runs in other processes and needs the memory back
+    _write_generation_config(folder)
+
+
+def _write_generation_config(folder: Path) -> None:
+    from transformers import GenerationConfig
+
     GenerationConfig(
         bos_token_id=151643,
         eos_token_id=[151645, 151643],
@@ -188,12 +252,15 @@ def _write_model(folder: Path, spec: TinyModelSpec) -> None:
     ).save_pretrained(folder)
 
 
-def is_built(folder: str | os.PathLike[str], spec: TinyModelSpec = TinyModelSpec()) -> bool:
-    record = Path(folder) / BUILD_RECORD
+def _recorded(folder: Path) -> dict | None:
     try:
-        return json.loads(record.read_text(encoding="utf-8")) == asdict(spec)
+        return json.loads((folder / BUILD_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return None
+
+
+def is_built(folder: str | os.PathLike[str], spec: TinyModelSpec = TinyModelSpec()) -> bool:
+    return _recorded(Path(folder)) == asdict(spec)
 
 
 def build_tiny_model(folder: str | os.PathLike[str], spec: TinyModelSpec = TinyModelSpec(), force: bool = False) -> Path:
@@ -202,16 +269,32 @@ def build_tiny_model(folder: str | os.PathLike[str], spec: TinyModelSpec = TinyM
     The model is assembled in a sibling temporary directory and moved into place at the end,
     so an interrupted build never looks complete.
     """
+    return _build(folder, asdict(spec), spec.with_state_tokens, lambda staging: _write_model(staging, spec), force)
+
+
+def build_full_size_model(folder: str | os.PathLike[str], name: str, device: str = "cpu", force: bool = False,
+                          with_state_tokens: bool = False) -> Path:
+    """Build a randomly initialised (seeded) Qwen2.5-VL of the published size ``name`` ("3b",
+    "7b") in bf16, with the real tokenizer and processor and, like the published checkpoint,
+    without the state tokens unless ``with_state_tokens`` (to serve or stream it untrained);
+    reused when complete. ``device`` is where the weights are initialised."""
+    if name not in FULL_CONFIGS:
+        raise ValueError(f"unknown full-size configuration {name!r} ({', '.join(FULL_CONFIGS)})")
+    record = {"full_size": name, "seed": 0, **({"with_state_tokens": True} if with_state_tokens else {})}
+    return _build(folder, record, with_state_tokens, lambda staging: _write_full_size_model(staging, name, device), force)
+
+
+def _build(folder: str | os.PathLike[str], record: dict, with_state_tokens: bool, write_model, force: bool) -> Path:
     folder = Path(folder)
-    if not force and is_built(folder, spec):
+    if not force and _recorded(folder) == record:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        _write_tokenizer_files(staging, spec.with_state_tokens)
+        _write_tokenizer_files(staging, with_state_tokens)
         _write_processor(staging)
-        _write_model(staging, spec)
-        (staging / BUILD_RECORD).write_text(json.dumps(asdict(spec), indent=2), encoding="utf-8")
+        write_model(staging)
+        (staging / BUILD_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
         # mkdtemp and safetensors create owner-only entries; a model directory is meant to be shared.
         staging.chmod(0o755)
         for entry in staging.iterdir():

@@ -21,3 +21,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from streamo.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2.5-vl")
+
+
+@pytest.fixture(scope="session")
+def stream_model(tmp_path_factory):
+    """The fitted tiny stream model (``engine/stream_model.py``): it plays a planned stream exactly."""
+    from engine.stream_model import fitted_stream_model
+
+    return fitted_stream_model(tmp_path_factory.mktemp("models") / "fitted")

@@ -12,9 +12,9 @@ from streamo.batch import process_file
 from streamo.cli import main
 from streamo.convert import ConvertOptions, convert_sample
 from streamo.protocol import State, parse_stream_messages
-from streamo.synth import SynthOptions, generate, make_scene, parse_pause, parse_size
+from streamo.synth import SynthOptions, generate, make_scene, parse_pause, parse_range, parse_size
 from streamo.synth.render import BACKGROUND, CHANGED_BACKGROUND, EXPOSURE, MOVING_BACKGROUND, Canvas
-from streamo.synth.scene import COLOURS, DEFAULT_PAUSE, FIRST_CHANGE, TASK_TYPES, annotate
+from streamo.synth.scene import COLOURS, DEFAULT_DURATION, DEFAULT_PAUSE, FIRST_CHANGE, TASK_TYPES, annotate
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "dataset" / "example"
@@ -216,6 +216,33 @@ def test_pause_outside_its_range_is_refused():
             make_scene(0, 0, bad)
 
 
+@pytest.mark.parametrize("duration", [(10, 12), (120, 300)])
+def test_duration_sets_the_clip_length_and_every_label_still_converts(duration):
+    """Clips last MIN..MAX seconds, changes keep coming until the end of long clips, and every
+    sample converts without a reject or warning, from the shortest allowed clip to minutes."""
+    lengths = set()
+    for index in range(12):
+        scene = make_scene(4, index, duration=duration)
+        lengths.add(scene.duration)
+        assert duration[0] <= scene.duration <= duration[1]
+        assert scene.changes[-1].end > scene.duration - 2.5 - 4 - DEFAULT_PAUSE[1]
+        for sample in annotate(scene, 4, index, "v.mp4", "v.mp4"):
+            outcome = convert_sample(sample, ConvertOptions())
+            assert outcome.sample is not None and not outcome.warnings, (duration, index, sample["task_type"])
+            assert len(outcome.sample["messages"]) == 1 + 2 * scene.duration
+    assert len(lengths) > 1
+    assert make_scene(4, 0).duration == make_scene(4, 0, duration=DEFAULT_DURATION).duration
+
+
+def test_duration_outside_its_range_is_refused():
+    assert parse_range("120, 300", "duration") == (120, 300)
+    with pytest.raises(ValueError, match="duration must look like MIN,MAX"):
+        parse_range("120", "duration")
+    for bad in ((9, 20), (40, 20)):
+        with pytest.raises(ValueError, match="10 <= MIN <= MAX"):
+            make_scene(0, 0, duration=bad)
+
+
 def test_parse_size():
     assert parse_size("224x160") == (224, 160)
     for bad in ("224", "ax2", "10x10x2"):
@@ -236,6 +263,9 @@ def test_cli_synth_and_bad_arguments(tmp_path, capsys):
     assert each[: len(raw)] == raw
     assert main(["synth", "--out", str(tmp_path / "t"), "--videos", "1", "--size", "95x64"]) == 2
     assert main(["synth", "--out", str(tmp_path / "t"), "--videos", "1", "--pause", "1,4"]) == 2
+    assert main(["synth", "--out", str(tmp_path / "t"), "--videos", "1", "--duration", "5,8"]) == 2
+    assert main(["synth", "--out", str(tmp_path / "d"), "--videos", "1", "--size", "64x64", "--fps", "1", "--duration", "12,12"]) == 0
+    assert {sample["duration"] for sample in json.loads((tmp_path / "d" / "raw_data.json").read_text())} == {12}
     with pytest.raises(SystemExit) as exited:
         main(["synth", "--out", str(tmp_path / "t"), "--videos", "0"])
     assert exited.value.code == 2

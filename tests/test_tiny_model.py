@@ -85,3 +85,26 @@ def test_size_options_build_a_different_model_and_defaults_keep_the_default_spec
     assert not is_built(larger, TinyModelSpec())
     with pytest.raises(SystemExit):
         main([str(tmp_path / "bad"), "--hidden-size", "40"])  # not a multiple of heads x M-RoPE sections
+
+
+@pytest.mark.parametrize(("name", "parameters", "vision"), [("3b", 3_754_622_976, 668_684_288), ("7b", 8_292_166_656, 676_550_144)])
+def test_full_size_configurations_have_the_published_parameter_counts(name, parameters, vision):
+    """The random full-size models that GPU benchmarks train are the published architectures,
+    down to the parameter count of Qwen2.5-VL-3B/7B-Instruct (built on the meta device: no memory)."""
+    import torch
+
+    from streamo.tiny_model import full_config
+
+    with torch.device("meta"):
+        model = transformers.Qwen2_5_VLForConditionalGeneration._from_config(full_config(name))
+    assert sum(p.numel() for p in model.parameters()) == parameters
+    assert sum(p.numel() for p in model.model.visual.parameters()) == vision
+    assert model.config.image_token_id == 151655 and model.config.text_config.num_hidden_layers == {"3b": 36, "7b": 28}[name]
+
+
+def test_full_size_build_refuses_an_unknown_size(tmp_path):
+    from streamo.tiny_model import build_full_size_model
+
+    with pytest.raises(ValueError, match="unknown full-size configuration '13b'"):
+        build_full_size_model(tmp_path / "m", "13b")
+    assert not (tmp_path / "m").exists()

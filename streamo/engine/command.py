@@ -36,9 +36,12 @@ class FrameInput:
     """(turn, PIL image) in turn order."""
 
 
-def add_engine_options(parser: argparse.ArgumentParser) -> None:
-    """The engine settings every command that runs a model takes (stream, eval and ovobench --model)."""
-    parser.add_argument("--window", type=positive_float, help="keep at most this many seconds of turns in the cache")
+def add_engine_options(parser: argparse.ArgumentParser, window: float | None = None) -> None:
+    """The engine settings every command that runs a model takes (stream, serve, eval and ovobench --model);
+    ``window`` is the default window (serve bounds every session)."""
+    parser.add_argument("--window", type=positive_float, default=window,
+                        help="keep at most this many seconds of turns in the cache"
+                        + ("" if window is None else f" (default: {window:g})"))
     parser.add_argument("--eviction-block", type=positive_float,
                         help="seconds dropped at once when the window is full (default: a quarter of the window)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=128, help="longest answer in tokens (default: 128)")
@@ -54,7 +57,8 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint directory (swift sft output or a saved Qwen2.5-VL)")
     parser.add_argument("--video", required=True,
-                        help="video file, directory of frame pictures (one per turn, name order), or - for a live stream on stdin")
+                        help="video file, directory of frame pictures (one per turn, name order), a stream URL "
+                        "(rtsp://, http://, ...), or - for a live stream on stdin")
     parser.add_argument("--question", action="append", default=[], help="question text (repeatable)")
     parser.add_argument("--at", action="append", type=seconds, default=[],
                         help="second at which the matching --question is asked (repeatable; '5' shows it with <4s-5s>; default 0)")
@@ -72,6 +76,8 @@ def open_input(source: str, fps: float, max_pixels: int, min_pixels: int) -> Fra
 
     if source == "-":
         return FrameInput("stdin", None, _video_frames(iter_frames(sys.stdin.buffer, fps, max_pixels, min_pixels), "stdin"))
+    if is_url(source):
+        return FrameInput(source, None, _video_frames(iter_frames(source, fps, max_pixels, min_pixels), source))
     path = Path(source)
     if path.is_dir():
         pictures = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -87,6 +93,11 @@ def open_input(source: str, fps: float, max_pixels: int, min_pixels: int) -> Fra
     if turns == 0:
         raise StreamInputError(f"{path}: shorter than one frame at {fps:g} fps")
     return FrameInput(str(path), turns, _video_frames(iter_frames(path, fps, max_pixels, min_pixels, turns=turns), str(path)))
+
+
+def is_url(source: str) -> bool:
+    """A network stream PyAV opens itself (``rtsp://``, ``http://`` ...), not a local path."""
+    return "://" in source
 
 
 def _video_frames(frames, name: str) -> Iterator[tuple[int, object]]:
@@ -159,7 +170,8 @@ def _annotation_questions(path: Path, sample: int, fps: float, source: FrameInpu
     return [(turn.end, question) for turn in timeline.turns for question in turn.questions]
 
 
-def _format(event, fps: float) -> str:
+def format_line(event, fps: float) -> str:
+    """One second as ``streamo stream`` prints it: time tag, state, answer."""
     line = f"{time_tag(event.turn, fps):<11}  {event.state.value:<8}"  # columns line up up to <999s-1000s>
     return f"{line}  {event.text}" if event.text else line.rstrip()
 
@@ -202,15 +214,20 @@ def run_stream(args: argparse.Namespace) -> int:
         event = session.push_frame(image, turn / args.fps)
         latencies.append(event.latency_ms)
         responses += event.state is State.RESPONSE
-        print(json.dumps(event.as_record(), ensure_ascii=False) if args.json else _format(event, args.fps), flush=True)
+        print(json.dumps(event.as_record(), ensure_ascii=False) if args.json else format_line(event, args.fps), flush=True)
     for turn, text in session.waiting_questions:
         print(f"warning: the stream ended before turn {turn}; question {text!r} was never shown", file=sys.stderr)
     if latencies:
-        ordered = sorted(latencies)
+        mean, p95, peak = latency_stats(latencies)
         print(
             f"{source.name}: {len(latencies)} frames, {responses} responses; latency ms mean "
-            f"{sum(latencies) / len(latencies):.1f}, p95 {ordered[int(0.95 * (len(ordered) - 1))]:.1f}, "
-            f"max {ordered[-1]:.1f}; cache {session.cache_length} tokens",
+            f"{mean:.1f}, p95 {p95:.1f}, max {peak:.1f}; cache {session.cache_length} tokens",
             file=sys.stderr,
         )
     return 0
+
+
+def latency_stats(latencies) -> tuple[float, float, float]:
+    """Mean, 95th percentile (nearest rank below) and maximum of a non-empty collection."""
+    ordered = sorted(latencies)
+    return sum(ordered) / len(ordered), ordered[int(0.95 * (len(ordered) - 1))], ordered[-1]

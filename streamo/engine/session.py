@@ -57,6 +57,8 @@ class StreamEvent:
     """Wall time from receiving the frame to the decision (and answer)."""
     probabilities: dict[State, float] = field(default_factory=dict)
     """P(state) over the three state tokens, after the decision bias."""
+    questions: list[str] = field(default_factory=list)
+    """Questions shown with this frame."""
 
     def as_record(self) -> dict[str, Any]:
         """The JSON line ``streamo stream --json`` prints and ``streamo eval`` reads."""
@@ -150,7 +152,7 @@ class StreamingSession:
         """Read the frame of moment ``t`` (its turn's start, seconds; None: the next turn)
         and decide. Frames must come in time order; a skipped turn keeps its absolute tag."""
         started = time.perf_counter()
-        turn = self._next_turn if t is None else int(math.floor(t * self.fps + _EPS))
+        turn = self._next_turn if t is None else frame_turn(t, self.fps)
         if turn < self._next_turn:
             raise ValueError(f"frame at t={t} belongs to turn {turn}, but turn {self._next_turn - 1} was already read")
         questions = [question for at, question in self._waiting if at <= turn]
@@ -173,7 +175,7 @@ class StreamingSession:
         self._asked.extend((turn, question) for question in questions)
         self._next_turn = turn + 1
         latency = (time.perf_counter() - started) * 1000
-        return StreamEvent(turn / self.fps, turn, state, answer, latency, probabilities)
+        return StreamEvent(turn / self.fps, turn, state, answer, latency, probabilities, questions)
 
     @property
     def waiting_questions(self) -> list[tuple[int, str]]:
@@ -292,6 +294,11 @@ class StreamingSession:
             grids.append(turn.grid)
         ids += current.user_ids
         return self._forward(ids, frames + [embeds], grids + [current.grid])
+
+
+def frame_turn(t: float, fps: float) -> int:
+    """The turn whose frame starts at ``t`` seconds (turn k starts at k/fps)."""
+    return int(math.floor(t * fps + _EPS))
 
 
 def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager:

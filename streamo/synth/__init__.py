@@ -15,9 +15,10 @@ from typing import Iterable
 import orjson
 
 from ..jsonfiles import atomic_write
-from .scene import DEFAULT_PAUSE, GROUNDING_CHOICES, TASK_TYPES, Scene, annotate, make_scene
+from .scene import DEFAULT_DURATION, DEFAULT_PAUSE, GROUNDING_CHOICES, TASK_TYPES, Scene, annotate, make_scene
 
-__all__ = ["DEFAULT_PAUSE", "GROUNDING_CHOICES", "SynthOptions", "TASK_TYPES", "Scene", "annotate", "generate", "make_scene", "parse_pause", "parse_size"]
+__all__ = ["DEFAULT_DURATION", "DEFAULT_PAUSE", "GROUNDING_CHOICES", "SynthOptions", "TASK_TYPES", "Scene", "annotate", "generate",
+           "make_scene", "parse_pause", "parse_range", "parse_size"]
 
 RAW_FILE = "raw_data.json"
 VIDEO_DIR = "videos"
@@ -39,6 +40,8 @@ class SynthOptions:
     """Diagnostic: backgrounds that show when something moves or changed (``render.Canvas.background``)."""
     pause: tuple[int, int] = DEFAULT_PAUSE
     """Seconds of stillness between changes (``scene.DEFAULT_PAUSE``)."""
+    duration: tuple[int, int] = DEFAULT_DURATION
+    """Range of each clip's length in whole seconds (``scene.DEFAULT_DURATION``)."""
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -49,12 +52,18 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def parse_pause(text: str) -> tuple[int, int]:
-    """``"2,8"`` -> ``(2, 8)``; ValueError for anything else (the range itself is checked by ``make_scene``)."""
+def parse_range(text: str, name: str) -> tuple[int, int]:
+    """``"2,8"`` -> ``(2, 8)``; ValueError naming ``name`` for anything else (the range itself
+    is checked by ``make_scene``)."""
     parts = text.split(",")
     if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
-        raise ValueError(f"pause must look like MIN,MAX (whole seconds), got {text!r}")
+        raise ValueError(f"{name} must look like MIN,MAX (whole seconds), got {text!r}")
     return int(parts[0]), int(parts[1])
+
+
+def parse_pause(text: str) -> tuple[int, int]:
+    """``--pause``: ``"2,8"`` -> ``(2, 8)``."""
+    return parse_range(text, "pause")
 
 
 def generate(out_dir: str | os.PathLike[str], options: SynthOptions, progress: bool = False) -> Path:
@@ -71,7 +80,7 @@ def generate(out_dir: str | os.PathLike[str], options: SynthOptions, progress: b
     samples = []
     indices: Iterable[int] = range(options.first_index, options.first_index + options.videos)
     for index in tqdm(indices, total=options.videos, unit=" videos", disable=not progress):
-        scene = make_scene(options.seed, index, options.pause)
+        scene = make_scene(options.seed, index, options.pause, options.duration)
         name = f"synth_{index:04d}.mp4"
         relative = f"{VIDEO_DIR}/{name}"
         encode_scene(scene, out_dir / relative, options.fps, options.width, options.height, options.timing_cue)

@@ -43,6 +43,12 @@ questions in one stream: each scene yields one raw sample of each (more Groundin
 
 SOURCE = "streamo-synth"
 MIN_DURATION, MAX_DURATION = 20, 40
+DEFAULT_DURATION = (MIN_DURATION, MAX_DURATION)
+"""Whole seconds a scene lasts (drawn uniformly from this range). Longer ranges give the
+clips of realistic length that training at full size is measured on (minutes, several
+windows of ``--max_length`` each)."""
+SHORTEST_DURATION = 10
+"""A shorter clip leaves no room for a move after ``FIRST_CHANGE`` and before ``END_MARGIN``."""
 FIRST_CHANGE = 3.5
 """Frames 0..3 are fixed, so a question asked at second 1 is answered from a still scene."""
 END_MARGIN = 2.5
@@ -130,8 +136,8 @@ def _count_phrase(count: int) -> str:
     return f"there {'is' if count == 1 else 'are'} now {NUMBERS[count]} shape{'' if count == 1 else 's'}"
 
 
-def _build_scene(rng: random.Random, pause: tuple[int, int]) -> Scene:
-    duration = rng.randint(MIN_DURATION, MAX_DURATION)
+def _build_scene(rng: random.Random, pause: tuple[int, int], duration_range: tuple[int, int]) -> Scene:
+    duration = rng.randint(*duration_range)
     count = rng.randint(2, 3)
     kinds = rng.sample(SHAPES, count)
     rows = rng.sample(range(ROWS), count)
@@ -182,17 +188,21 @@ def _build_scene(rng: random.Random, pause: tuple[int, int]) -> Scene:
     return scene
 
 
-def make_scene(seed: int, index: int, pause: tuple[int, int] = DEFAULT_PAUSE) -> Scene:
+def make_scene(seed: int, index: int, pause: tuple[int, int] = DEFAULT_PAUSE,
+               duration: tuple[int, int] = DEFAULT_DURATION) -> Scene:
     """The scene for video ``index`` of a data set generated with ``seed``; always the same one.
 
     Draws again until the scene has a move (event grounding needs one). ``pause`` other than
-    the default also delays the first change by up to the range's width.
+    the default also delays the first change by up to the range's width; ``duration`` is the
+    range of the clip's length in whole seconds.
     """
     if not MIN_PAUSE <= pause[0] <= pause[1]:
         raise ValueError(f"pause must be whole seconds {MIN_PAUSE} <= MIN <= MAX, got {pause[0]},{pause[1]}")
+    if not SHORTEST_DURATION <= duration[0] <= duration[1]:
+        raise ValueError(f"duration must be whole seconds {SHORTEST_DURATION} <= MIN <= MAX, got {duration[0]},{duration[1]}")
     rng = random.Random(f"streamo-synth:{seed}:{index}")
     while True:
-        scene = _build_scene(rng, pause)
+        scene = _build_scene(rng, pause, duration)
         if any(change.kind == "move" for change in scene.changes):
             return scene
 

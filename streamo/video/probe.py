@@ -3,7 +3,8 @@
 Container metadata is often missing or wrong (re-muxed clips, truncated downloads), and
 the turn count of a sample depends on it, so the duration is read from the packets at
 the end of the video stream: a seek near the claimed end and a short demux (no decoding)
-is enough, with a full demux scan when the metadata is missing or seeking fails.
+is enough, with a full demux scan when the metadata is missing or seeking fails. Checking a
+whole dataset also decodes the first frame, the cheapest proof that the pictures are there.
 """
 
 from __future__ import annotations
@@ -36,8 +37,12 @@ def _packet_span(container: "av.container.InputContainer", stream: "av.video.str
     return first, last
 
 
-def probe_duration(path: str | os.PathLike[str]) -> float:
-    """True duration in seconds of the first video stream of ``path``, measured from its first frame."""
+def probe_duration(path: str | os.PathLike[str], decode_first_frame: bool = False) -> float:
+    """True duration in seconds of the first video stream of ``path``, measured from its first frame.
+
+    With ``decode_first_frame`` the first frame is decoded too: packets can be intact while
+    their payload is not (a damaged download), and only the decoder notices.
+    """
     try:
         container = av.open(os.fspath(path))
     except (av.FFmpegError, OSError) as exc:
@@ -46,6 +51,8 @@ def probe_duration(path: str | os.PathLike[str]) -> float:
         if not container.streams.video:
             raise VideoError(f"{path}: no video stream")
         stream = container.streams.video[0]
+        if decode_first_frame:
+            _decode_first_frame(container, stream, path)
         base = float(stream.time_base)
         start = stream.start_time * base if stream.start_time is not None else None
         claimed = None
@@ -66,6 +73,18 @@ def probe_duration(path: str | os.PathLike[str]) -> float:
             first, last = _packet_span(container, stream)
             start = first if start is None else min(start, first)
         return max(last - start, 0.0)
+
+
+def _decode_first_frame(
+    container: "av.container.InputContainer", stream: "av.video.stream.VideoStream", path: str | os.PathLike[str]
+) -> None:
+    try:
+        for _ in container.decode(stream):
+            break
+        else:
+            raise VideoError(f"{path}: no frame decodes")
+    except av.FFmpegError as exc:
+        raise VideoError(f"{path}: first frame does not decode: {exc}") from None
 
 
 @lru_cache(maxsize=4096)

@@ -53,12 +53,15 @@ class StreamModel:
     """A saved copy (checkpoint layout) for the command-line tests."""
 
 
-def fit_output_rows(model, processor, steps: int = 400) -> None:
+def fit_output_rows(model, processor, messages=None, frames=None, steps: int = 400, margin: float = 0.0) -> None:
+    """Fit the output rows so that reading ``messages`` (stream format) with ``frames`` the
+    model replies as they do (default: the plan on the planned frames)."""
     from streamo.engine.reference import encode_conversation
 
     tokenizer = processor.tokenizer
-    frames = [frame(turn) for turn in range(len(PLAN))]
-    inputs = encode_conversation(processor, planned_messages(), frames, generation_prompt=False)
+    if messages is None:
+        messages, frames = planned_messages(), [frame(turn) for turn in range(len(PLAN))]
+    inputs = encode_conversation(processor, messages, frames, generation_prompt=False)
     ids = inputs["input_ids"][0]
     assistant_header = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -88,6 +91,8 @@ def fit_output_rows(model, processor, steps: int = 400) -> None:
     optimizer = torch.optim.Adam([delta], lr=0.2)
     for _ in range(steps):
         logits = features @ (weight[rows] + delta).T
+        # Additive-margin cross-entropy: the reply must win even with ``margin`` taken off its logit.
+        logits = logits.scatter_add(1, target_columns[:, None], torch.full((len(labels), 1), -margin))
         lse = torch.logaddexp(other_lse, torch.logsumexp(logits, dim=1))
         loss = (lse - logits.gather(1, target_columns[:, None])[:, 0]).mean()
         optimizer.zero_grad()
@@ -100,5 +105,25 @@ def fit_output_rows(model, processor, steps: int = 400) -> None:
     model.config.tie_word_embeddings = False
     model.config.text_config.tie_word_embeddings = False
     with torch.no_grad():
-        predicted = (features @ weight.T).argmax(1)
-    assert torch.equal(predicted, labels), "the fitted head does not reproduce the planned replies"
+        logits = features @ weight.T
+        predicted = logits.argmax(1)
+        target_logits = logits.gather(1, labels[:, None])[:, 0]
+        lead = (target_logits - logits.scatter(1, labels[:, None], float("-inf")).max(1).values).min()
+    assert torch.equal(predicted, labels) and lead > 0, "the fitted head does not reproduce the planned replies"
+
+
+def fitted_stream_model(directory: Path, messages=None, frames=None, steps: int = 400, margin: float = 0.0):
+    """The tiny random Qwen2.5-VL with state tokens, its output rows fitted to reply as ``messages``
+    does over ``frames`` (default: the plan of ``engine/stream_model.py``), saved in ``directory``."""
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from streamo.tiny_model import TinyModelSpec, build_tiny_model
+
+    base = build_tiny_model(directory.parent / "tiny-state", TinyModelSpec(with_state_tokens=True))
+    processor = AutoProcessor.from_pretrained(base)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32).eval()
+    fit_output_rows(model, processor, messages, frames, steps, margin)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return StreamModel(model, processor, directory)

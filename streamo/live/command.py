@@ -1,0 +1,138 @@
+"""``streamo serve`` and ``streamo client``: flags, checks before anything starts, and the run.
+
+The server refuses to start on a non-loopback address without an API key, and checks its
+source directories and model before it listens. The client prints exactly the lines (or
+JSON lines) ``streamo stream`` prints. Torch is imported only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from ..argtypes import positive_float, positive_int, seconds
+from ..engine.command import StreamInputError, add_engine_options, format_line, gather_questions, latency_stats
+
+API_KEY_ENV = "STREAMO_API_KEY"
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="checkpoint directory (swift sft output or a saved Qwen2.5-VL)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1; any other needs an API key)")
+    parser.add_argument("--port", type=positive_int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--api-key", help=f"key clients must send (default: ${API_KEY_ENV}; prefer the variable: "
+                        "a flag shows in the process list)")
+    parser.add_argument("--max-sessions", type=positive_int, default=8, help="live sessions at once (default: 8)")
+    parser.add_argument("--fps", type=positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
+    add_engine_options(parser, window=120.0)
+    parser.add_argument("--max-queue", type=positive_int, default=8,
+                        help="frames a session may have waiting; beyond, the oldest are dropped (default: 8)")
+    parser.add_argument("--idle-timeout", type=positive_float, default=60.0,
+                        help="close a session after this many seconds with no message and nothing to decide (default: 60)")
+    parser.add_argument("--sources", nargs="+", type=Path, default=[], metavar="DIR",
+                        help="directories whose videos sessions may ask the server to play")
+    parser.add_argument("--allow-urls", action="store_true",
+                        help="let sessions ask the server to play http(s)/rtsp URLs")
+    parser.add_argument("--ssl-keyfile", type=Path, help="TLS key (browsers give the webcam only to https pages or localhost)")
+    parser.add_argument("--ssl-certfile", type=Path, help="TLS certificate")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .server import AppState, ServeSettings, create_app, is_loopback
+
+    key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    if not is_loopback(args.host) and key is None:
+        raise StreamInputError(f"refusing to listen on {args.host} without an API key: give --api-key or set {API_KEY_ENV}")
+    if args.window * args.fps < 2:
+        raise StreamInputError(f"--window must hold at least 2 frames at {args.fps:g} fps")
+    roots = []
+    for root in args.sources:
+        if not root.is_dir():
+            raise StreamInputError(f"--sources {root}: no such directory")
+        roots.append(root.resolve())
+    if (args.ssl_keyfile is None) != (args.ssl_certfile is None):
+        raise StreamInputError("give both --ssl-keyfile and --ssl-certfile, or neither")
+
+    import uvicorn
+
+    from ..engine.loading import ModelLoadError
+    from ..model_eval import StreamModel, engine_settings
+    from ..video import MIN_PIXELS
+
+    try:
+        model = StreamModel(args.model, engine_settings(args), args.device)
+    except ModelLoadError as exc:
+        raise StreamInputError(str(exc)) from None
+    settings = ServeSettings(api_key=key, max_sessions=args.max_sessions, max_queue=args.max_queue,
+                             idle_timeout=args.idle_timeout, sources=roots, allow_urls=args.allow_urls)
+    state = AppState(settings, Path(args.model).resolve().name, model.session, args.fps, args.window,
+                     args.response_threshold, model.max_pixels, MIN_PIXELS)
+    scheme = "https" if args.ssl_certfile else "http"
+    print(f"streamo serve: {args.model} at {scheme}://{args.host}:{args.port}/ (page), sessions on /v1/stream; "
+          f"API key {'required' if key else 'not required (loopback)'}", file=sys.stderr, flush=True)
+    # No per-message deflate: frames are JPEG/PNG already, compressing them again only costs time.
+    uvicorn.run(create_app(state), host=args.host.strip("[]"), port=args.port, ws_max_size=settings.transport_max_bytes,
+                ws_per_message_deflate=False, ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile, log_level="info")
+    return 0
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", required=True, help="server address, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--video", required=True,
+                        help="video file, directory of frame pictures, stream URL (rtsp://, http://, ...) or - for stdin")
+    parser.add_argument("--question", action="append", default=[], help="question text (repeatable)")
+    parser.add_argument("--at", action="append", type=seconds, default=[],
+                        help="second at which the matching --question is asked (repeatable; default 0)")
+    parser.add_argument("--questions", type=Path, help="raw annotation file whose questions to ask")
+    parser.add_argument("--sample", type=int, default=0, help="record of --questions to use (default: 0)")
+    parser.add_argument("--api-key", help=f"the server's key (default: ${API_KEY_ENV})")
+    parser.add_argument("--json", action="store_true", help='print JSON lines {"t", "state", "text", "latency_ms"}')
+    parser.add_argument("--realtime", action="store_true",
+                        help="send frames at the wall clock's pace (the server drops what it cannot keep up with)")
+
+
+def run_client(args: argparse.Namespace) -> int:
+    return asyncio.run(_client(args))
+
+
+async def _client(args: argparse.Namespace) -> int:
+    from websockets.exceptions import InvalidHandshake, InvalidURI
+
+    from .client import LiveClient, LiveError, open_video, stream_video
+
+    key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    try:
+        client = await LiveClient.connect(args.server, key)
+    except LiveError as exc:
+        raise StreamInputError(f"{args.server}: refused: {exc}") from None
+    except (OSError, InvalidHandshake, InvalidURI, asyncio.TimeoutError) as exc:
+        raise StreamInputError(f"{args.server}: cannot connect: {exc}") from None
+    try:
+        source = open_video(client, args.video)
+        args.fps = client.ready.fps
+        questions = gather_questions(args, source)
+    except StreamInputError:
+        await client.disconnect()
+        raise
+
+    def show(message) -> None:
+        if message.type == "event":
+            record = {"t": message.t, "state": message.state.value, "text": message.text, "latency_ms": message.latency_ms}
+            print(json.dumps(record, ensure_ascii=False) if args.json else format_line(message, client.ready.fps), flush=True)
+        elif message.type == "error":
+            print(f"warning: server: {message.code}: {message.message}", file=sys.stderr)
+
+    result = await stream_video(client, source.frames, questions, args.realtime, show)
+    if result.closed is None:
+        raise StreamInputError(f"{args.server}: the connection closed before the session's summary")
+    closed = result.closed
+    if result.events:
+        mean, p95, peak = latency_stats([event.latency_ms for event in result.events])
+        print(f"{source.name}: {closed.frames} frames, {closed.responses} responses, {closed.dropped} dropped; "
+              f"latency ms mean {mean:.1f}, p95 {p95:.1f}, max {peak:.1f}", file=sys.stderr)
+    return 0

@@ -1,0 +1,221 @@
+"""Every message of the session protocol (WebSocket ``/v1/stream``), both directions.
+
+Client to server: JSON text messages (``ask``, ``frame``, ``config``, ``source``, ``close``)
+and binary messages, each one frame picture (JPEG, PNG or WebP). A ``frame`` message, when
+sent, gives the time of the binary message that follows it; a binary message with no
+header is the next turn after the last frame. Server to client: ``ready`` once, one
+``event`` per decided frame, ``error``, ``source_ended`` and, last, ``closed``.
+The server validates with these models and the page and ``streamo.live.client`` speak them,
+so this module is the protocol's one definition (the README's "Live sessions" section shows
+a worked exchange).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+
+from ..protocol import State
+
+PROTOCOL = "streamo.v1"
+"""WebSocket subprotocol the server selects; browsers send the API key as a second one."""
+KEY_SUBPROTOCOL_PREFIX = "key."
+"""``key.<base64url of the API key>``: the key offered as a subprotocol (browsers cannot set headers)."""
+
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----------------------------------------------------------------- client to server
+
+
+class Ask(_Message):
+    """A question, shown with the frame of moment ``t`` (seconds), or with the next frame."""
+
+    type: Literal["ask"]
+    text: str
+    t: Seconds | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("empty question")
+        return value
+
+
+class FrameHeader(_Message):
+    """Announces the binary frame that follows: the start of its turn in seconds."""
+
+    type: Literal["frame"]
+    t: Seconds | None = None
+
+
+class Config(_Message):
+    """Changes the decision rule live; fields left out keep their value."""
+
+    type: Literal["config"]
+    response_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
+    """Answer only when P(Response) is at least this; null: the most likely state."""
+    bias: dict[State, Annotated[float, Field(allow_inf_nan=False)]] | None = None
+    """Added to each state's logit before deciding (e.g. ``{"response": -1}`` answers less)."""
+
+
+class Source(_Message):
+    """Play a server-side video instead of pushing frames: a file under one of the server's
+    ``--sources`` directories (``path``, relative to it) or, where allowed, a URL."""
+
+    type: Literal["source"]
+    path: str | None = None
+    url: str | None = None
+    realtime: bool = True
+    """Pace frames by the wall clock; false: as fast as the model decides."""
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "Source":
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give exactly one of path and url")
+        return self
+
+
+class Close(_Message):
+    """Finish the frames already received, then close with a summary."""
+
+    type: Literal["close"]
+
+
+ClientMessage = Annotated[Union[Ask, FrameHeader, Config, Source, Close], Field(discriminator="type")]
+CLIENT_MESSAGE = TypeAdapter(ClientMessage)
+CLIENT_TYPES = ("ask", "frame", "config", "source", "close")
+
+
+# ----------------------------------------------------------------- server to client
+
+
+class Limits(_Message):
+    max_message_bytes: int
+    """Largest JSON text message."""
+    max_frame_bytes: int
+    """Largest frame picture in bytes."""
+    max_frame_pixels: int
+    """Largest frame picture in pixels (width x height), checked before decoding."""
+    max_queue: int
+    """Frames that may wait for the model; beyond, the oldest waiting frames are dropped."""
+    max_question_chars: int
+    max_waiting_questions: int
+    idle_timeout_s: float
+    max_pixels: int
+    """The model's pixel budget per frame: larger frames are resized to it."""
+
+
+class Ready(_Message):
+    type: Literal["ready"] = "ready"
+    session: str
+    model: str
+    fps: float
+    window: float | None
+    """Seconds of turns the model keeps; null: the whole stream."""
+    response_threshold: float | None
+    limits: Limits
+    sources: bool
+    """Whether server-side files can be played (``source`` with ``path``)."""
+    urls: bool
+    """Whether ``source`` with ``url`` is allowed."""
+
+
+class Event(_Message):
+    """The decision for one frame."""
+
+    type: Literal["event"] = "event"
+    t: float
+    """Start of the frame's turn in seconds."""
+    turn: int
+    state: State
+    text: str
+    """The answer for a response, empty otherwise."""
+    latency_ms: float
+    """Model time for this frame (reading it, deciding and answering)."""
+    wait_ms: float
+    """Time the frame waited for the model after it was received."""
+    probabilities: dict[State, float]
+    questions: list[str]
+    """Questions shown with this frame."""
+    waiting: int
+    """Frames of this session still waiting for the model."""
+    dropped: int
+    """Frames of this session dropped (queue full) since the previous event."""
+
+
+class Error(_Message):
+    type: Literal["error"] = "error"
+    code: str
+    """Stable, from ``ERROR_CODES``."""
+    message: str
+    closes: bool = False
+    """True when the session ends with this error."""
+
+
+class SourceEnded(_Message):
+    type: Literal["source_ended"] = "source_ended"
+    frames: int
+    """Frames the source gave."""
+    reason: Literal["end", "failed"]
+
+
+class LatencySummary(_Message):
+    mean: float
+    p95: float
+    max: float
+
+
+class Closed(_Message):
+    type: Literal["closed"] = "closed"
+    reason: Literal["client", "idle_timeout", "shutdown"]
+    frames: int
+    """Frames decided."""
+    responses: int
+    dropped: int
+    latency_ms: LatencySummary | None
+
+
+ServerMessage = Annotated[Union[Ready, Event, Error, SourceEnded, Closed], Field(discriminator="type")]
+SERVER_MESSAGE = TypeAdapter(ServerMessage)
+
+ERROR_CODES: dict[str, str] = {
+    "unauthorized": "missing or wrong API key (closes)",
+    "server_full": "the server holds --max-sessions sessions (closes)",
+    "idle_timeout": "no message and nothing to decide for the idle timeout (closes)",
+    "bad_json": "a text message that is not a JSON object",
+    "unknown_type": "a JSON message whose type is not one of ask, frame, config, source, close",
+    "bad_message": "a known message with missing or invalid fields",
+    "message_too_large": "a text message over max_message_bytes",
+    "frame_too_large": "a frame over max_frame_bytes",
+    "frame_too_many_pixels": "a frame over max_frame_pixels (checked before decoding)",
+    "not_an_image": "a binary message that is not a JPEG, PNG or WebP picture",
+    "bad_frame": "a picture the model cannot take (an aspect ratio over 200)",
+    "frame_out_of_order": "a frame whose time is not after the previous frame's turn",
+    "question_too_long": "a question over max_question_chars",
+    "too_many_questions": "more than max_waiting_questions questions wait for their frame",
+    "session_closing": "a message after close",
+    "source_refused": "a source outside the allowed directories, missing, or a URL when URLs are not allowed",
+    "source_busy": "a source is already playing, or frames are being pushed",
+    "source_failed": "the source could not be decoded",
+    "internal": "the model failed on a frame or question; the session goes on",
+}
+
+
+
+class ProtocolError(Exception):
+    """Something a client sent that is refused; becomes an ``error`` message with ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -1,0 +1,523 @@
+"""The ``streamo serve`` app: FastAPI routes, the API key, limits and metrics; no model logic.
+
+One WebSocket connection is one live session (``LiveConnection``): it translates protocol
+messages into scheduler work and the scheduler's results into ``event`` messages. The
+model runs in the scheduler's thread, frames are decoded in worker threads, so the event
+loop only moves bytes and JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import ipaddress
+import logging
+import uuid
+from collections import deque
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
+from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import ValidationError
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from ..engine.decoding import DecisionRule
+from ..engine.session import frame_turn
+from ..protocol import State
+from .frames import decode_frame
+from .messages import (
+    CLIENT_MESSAGE,
+    CLIENT_TYPES,
+    KEY_SUBPROTOCOL_PREFIX,
+    PROTOCOL,
+    Ask,
+    Close,
+    Closed,
+    Config,
+    Error,
+    Event,
+    FrameHeader,
+    LatencySummary,
+    Limits,
+    ProtocolError,
+    Ready,
+    Source,
+    SourceEnded,
+)
+from .scheduler import Decided, Failed, Scheduler
+from .sources import list_sources, resolve_source
+
+log = logging.getLogger("streamo.live")
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_SERVER_FULL = 1013
+"""WebSocket's "try again later"."""
+CLOSE_IDLE = 4408
+STATIC = Path(__file__).resolve().parent / "static"
+PAGE_POLICY = ("default-src 'self'; connect-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
+               "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+"""Content-Security-Policy of the page: its own scripts and server only, nothing from elsewhere."""
+LATENCY_WINDOW = 10_000
+"""Latencies kept per session for the closing summary's p95 (the last this many frames)."""
+
+
+@dataclass
+class ServeSettings:
+    """Everything ``streamo serve`` was started with, bar the model itself."""
+
+    api_key: str | None = None
+    max_sessions: int = 8
+    max_queue: int = 8
+    max_message_bytes: int = 64 * 1024
+    max_frame_bytes: int = 4 * 1024 * 1024
+    max_frame_pixels: int = 4096 * 4096
+    max_question_chars: int = 2000
+    max_waiting_questions: int = 16
+    idle_timeout: float = 60.0
+    sources: list[Path] = field(default_factory=list)
+    allow_urls: bool = False
+
+    @property
+    def transport_max_bytes(self) -> int:
+        """The WebSocket layer's hard cap: room for our own limits to answer with an ``error``."""
+        return max(self.max_frame_bytes, self.max_message_bytes) * 2 + 64 * 1024
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _key_matches(expected: str, offered: str | None) -> bool:
+    return offered is not None and hmac.compare_digest(expected.encode(), offered.encode())
+
+
+def _bearer(value: str | None) -> str | None:
+    if value and value[:7].lower() == "bearer ":
+        return value[7:].strip()
+    return None
+
+
+def _subprotocol_key(offered: list[str]) -> str | None:
+    for entry in offered:
+        if entry.startswith(KEY_SUBPROTOCOL_PREFIX):
+            encoded = entry[len(KEY_SUBPROTOCOL_PREFIX):]
+            try:
+                return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                return None
+    return None
+
+
+class Metrics:
+    """Prometheus series, in a registry of the app's own (several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sessions = Gauge("streamo_sessions_open", "Live sessions open", registry=self.registry)
+        self.decided = Counter("streamo_frames_decided", "Frames decided", registry=self.registry)
+        self.dropped = Counter("streamo_frames_dropped", "Frames dropped because a session's queue was full",
+                               registry=self.registry)
+        self.responses = Counter("streamo_responses", "Frames decided as Response", registry=self.registry)
+        self.latency = Histogram(
+            "streamo_decision_latency_seconds", "Model time per frame (read, decide, answer)", registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+        self.wait = Histogram(
+            "streamo_frame_wait_seconds", "Time a frame waited for the model", registry=self.registry,
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+        self.errors = Counter("streamo_errors", "Errors sent to clients", ["code"], registry=self.registry)
+
+
+@dataclass
+class _Drained:
+    """Marker: every frame received before ``close`` has been decided."""
+
+
+class LiveConnection:
+    """One WebSocket session: protocol messages in, scheduler work out, events back."""
+
+    def __init__(self, app_state: "AppState", websocket: WebSocket) -> None:
+        self.state = app_state
+        self.settings = app_state.settings
+        self.ws = websocket
+        self.id = uuid.uuid4().hex
+        self.loop = asyncio.get_running_loop()
+        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.progress = asyncio.Event()
+        self.pending = 0
+        """Frames submitted and neither decided nor dropped."""
+        self.questions_waiting = 0
+        self.last_turn = -1
+        self.header_t: float | None = None
+        self.header_seen = False
+        self.closing = False
+        self.pushed = False
+        self.source_task: asyncio.Task | None = None
+        self.decision = DecisionRule(response_threshold=app_state.response_threshold)
+        self.frames = 0
+        self.responses = 0
+        self.dropped = 0
+        self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.finished = asyncio.Event()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        scheduler, metrics = self.state.scheduler, self.state.metrics
+        scheduler.open(self.id, self._deliver_threadsafe, self.decision)
+        metrics.sessions.inc()
+        sender = asyncio.create_task(self._send_loop())
+        try:
+            self._emit(self.state.ready(self.id))
+            await self._receive_loop()
+        finally:
+            if self.source_task is not None:
+                self.source_task.cancel()
+            scheduler.remove(self.id)
+            metrics.sessions.dec()
+            self.outbox.put_nowait(None)
+            try:
+                await asyncio.wait_for(sender, timeout=5)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                sender.cancel()
+            if self.ws.client_state is WebSocketState.CONNECTED:
+                try:
+                    await self.ws.close()
+                except RuntimeError:
+                    pass
+
+    async def _receive_loop(self) -> None:
+        receive: asyncio.Future | None = None
+        try:
+            while not self.finished.is_set():
+                if receive is None:
+                    receive = asyncio.ensure_future(self.ws.receive())
+                finished = asyncio.ensure_future(self.finished.wait())
+                done, _ = await asyncio.wait({receive, finished}, timeout=self.settings.idle_timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                finished.cancel()
+                if receive in done:
+                    message, receive = receive.result(), None
+                    if message["type"] == "websocket.disconnect":
+                        return
+                    try:
+                        if message.get("bytes") is not None:
+                            await self._on_frame(message["bytes"])
+                        else:
+                            await self._on_text(message.get("text") or "")
+                    except ProtocolError as exc:
+                        self._error(exc)
+                elif not self.finished.is_set() and not self._busy():
+                    self._error(ProtocolError("idle_timeout", f"no message for {self.settings.idle_timeout:g} s"), closes=True)
+                    self.finish("idle_timeout")
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        finally:
+            if receive is not None:
+                receive.cancel()
+
+    def _busy(self) -> bool:
+        """Frames still to decide or a source playing: the session is not idle."""
+        return bool(self.pending) or (self.source_task is not None and not self.source_task.done())
+
+    def finish(self, reason: str) -> None:
+        """Send ``closed`` with the session's summary; the sender closes the socket after it."""
+        latency = None
+        if self.latencies:
+            from ..engine.command import latency_stats
+
+            mean, p95, peak = latency_stats(self.latencies)
+            latency = LatencySummary(mean=round(mean, 3), p95=round(p95, 3), max=round(peak, 3))
+        self._emit(Closed(reason=reason, frames=self.frames, responses=self.responses, dropped=self.dropped,
+                          latency_ms=latency))
+        self.finished.set()
+
+    # ------------------------------------------------------------ client messages
+
+    async def _on_text(self, text: str) -> None:
+        if len(text.encode()) > self.settings.max_message_bytes:
+            raise ProtocolError("message_too_large", f"text message over {self.settings.max_message_bytes} bytes")
+        try:
+            data = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError("bad_json", f"not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ProtocolError("bad_json", "a message must be a JSON object")
+        if data.get("type") not in CLIENT_TYPES:
+            raise ProtocolError("unknown_type", f"unknown message type {data.get('type')!r}; expected one of {', '.join(CLIENT_TYPES)}")
+        try:
+            message = CLIENT_MESSAGE.validate_python(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"][1:]) or data["type"]
+            raise ProtocolError("bad_message", f"{data['type']}: {where}: {first['msg']}") from None
+        if self.closing:
+            raise ProtocolError("session_closing", f"{message.type} after close")
+        if isinstance(message, Ask):
+            self._on_ask(message)
+        elif isinstance(message, FrameHeader):
+            self.header_t, self.header_seen = message.t, True
+        elif isinstance(message, Config):
+            self._on_config(message)
+        elif isinstance(message, Source):
+            self._on_source(message)
+        elif isinstance(message, Close):
+            self.closing = True
+            self.state.scheduler.submit_marker(self.id, _Drained())
+
+    def _on_ask(self, message: Ask) -> None:
+        limit = self.settings.max_question_chars
+        if len(message.text) > limit:
+            raise ProtocolError("question_too_long", f"question of {len(message.text)} characters; the limit is {limit}")
+        if self.questions_waiting >= self.settings.max_waiting_questions:
+            raise ProtocolError("too_many_questions", f"{self.questions_waiting} questions already wait for their frame")
+        self.questions_waiting += 1
+        self.state.scheduler.submit_ask(self.id, message.text, message.t)
+
+    def _on_config(self, message: Config) -> None:
+        given = message.model_fields_set
+        threshold = message.response_threshold if "response_threshold" in given else self.decision.response_threshold
+        bias = dict(message.bias or {}) if "bias" in given else dict(self.decision.bias)
+        self.decision = DecisionRule(bias=bias, response_threshold=threshold)
+        self.state.scheduler.configure(self.id, self.decision)
+
+    def _on_source(self, message: Source) -> None:
+        if self.pushed or self.source_task is not None:
+            raise ProtocolError("source_busy", "this session already has frames; open a new session for a source")
+        target = resolve_source(message, self.settings.sources, self.settings.allow_urls)
+        self.source_task = asyncio.create_task(self._play(target, message.realtime))
+
+    async def _on_frame(self, data: bytes) -> None:
+        t, self.header_t, header_seen, self.header_seen = self.header_t, None, self.header_seen, False
+        if self.closing:
+            raise ProtocolError("session_closing", "frame after close")
+        if self.source_task is not None:
+            raise ProtocolError("source_busy", "this session plays a server-side source")
+        fps = self.state.fps
+        if not header_seen or t is None:
+            t = (self.last_turn + 1) / fps
+        turn = frame_turn(t, fps)
+        if turn <= self.last_turn:
+            raise ProtocolError("frame_out_of_order", f"frame at t={t:g} s is turn {turn}, but turn {self.last_turn} was already received")
+        settings = self.settings
+        image = await asyncio.to_thread(decode_frame, data, settings.max_frame_bytes, settings.max_frame_pixels,
+                                        self.state.min_pixels, self.state.max_pixels)
+        self.pushed = True
+        self._submit(image, t, turn)
+
+    def _submit(self, image: Any, t: float, turn: int) -> None:
+        dropped = self.state.scheduler.submit_frame(self.id, image, t)
+        self.last_turn = turn
+        self.pending += 1 - dropped
+        self.dropped += dropped
+        if dropped:
+            self.state.metrics.dropped.inc(dropped)
+
+    async def _play(self, target: str, realtime: bool) -> None:
+        from ..engine.command import StreamInputError, open_input
+        from ..video import MIN_PIXELS
+
+        count, reason = 0, "end"
+        try:
+            source = await asyncio.to_thread(open_input, target, self.state.fps, self.state.max_pixels, MIN_PIXELS)
+            started = self.loop.time()
+            while True:
+                item = await asyncio.to_thread(next, source.frames, None)
+                if item is None:
+                    break
+                turn, image = item
+                if realtime:
+                    await asyncio.sleep(max(0.0, started + turn / self.state.fps - self.loop.time()))
+                else:
+                    while self.pending >= self.state.scheduler.max_queue:
+                        self.progress.clear()
+                        await self.progress.wait()
+                self._submit(image, turn / self.state.fps, turn)
+                count += 1
+        except StreamInputError as exc:
+            self._error(ProtocolError("source_failed", str(exc)))
+            reason = "failed"
+        except Exception as exc:  # a decoder fault must end the source, not leave the session waiting
+            log.exception("session %s: source %s failed", self.id, target)
+            self._error(ProtocolError("source_failed", f"{type(exc).__name__}: {exc}"))
+            reason = "failed"
+        self.state.scheduler.submit_marker(self.id, SourceEnded(frames=count, reason=reason))
+
+    # ------------------------------------------------------------ results and sending
+
+    def _deliver_threadsafe(self, result: Any) -> None:
+        self.loop.call_soon_threadsafe(self._on_result, result)
+
+    def _on_result(self, result: Any) -> None:
+        metrics = self.state.metrics
+        if isinstance(result, Decided):
+            event = result.event
+            self.pending -= 1
+            self.questions_waiting -= len(event.questions)
+            self.frames += 1
+            self.responses += event.state is State.RESPONSE
+            self.latencies.append(event.latency_ms)
+            metrics.decided.inc()
+            metrics.responses.inc(event.state is State.RESPONSE)
+            metrics.latency.observe(event.latency_ms / 1000)
+            metrics.wait.observe(result.wait_ms / 1000)
+            self._emit(Event(
+                t=event.t, turn=event.turn, state=event.state, text=event.text, latency_ms=round(event.latency_ms, 3),
+                wait_ms=round(result.wait_ms, 3), probabilities={s: round(p, 6) for s, p in event.probabilities.items()},
+                questions=event.questions, waiting=result.waiting, dropped=result.dropped,
+            ))
+        elif isinstance(result, Failed):
+            self.pending -= result.frame
+            self._error(ProtocolError("internal", f"the model failed: {result.message}"))
+        elif isinstance(result, SourceEnded):
+            self._emit(result)
+        elif isinstance(result, _Drained):
+            self.finish("client")
+        self.progress.set()
+
+    def _error(self, exc: ProtocolError, closes: bool = False) -> None:
+        self.state.metrics.errors.labels(exc.code).inc()
+        self._emit(Error(code=exc.code, message=exc.message, closes=closes))
+
+    def _emit(self, message: Any) -> None:
+        self.outbox.put_nowait(message)
+
+    async def _send_loop(self) -> None:
+        while True:
+            message = await self.outbox.get()
+            if message is None:
+                return
+            try:
+                await self.ws.send_text(message.model_dump_json())
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                return
+            if isinstance(message, Closed):
+                code = CLOSE_IDLE if message.reason == "idle_timeout" else 1000
+                try:
+                    await self.ws.close(code)
+                except RuntimeError:
+                    pass
+                return
+
+
+class AppState:
+    """What every connection shares: settings, the model's facts, the scheduler and metrics."""
+
+    def __init__(self, settings: ServeSettings, model_name: str, open_engine: Callable[[], Any], fps: float,
+                 window: float | None, response_threshold: float | None, max_pixels: int, min_pixels: int) -> None:
+        self.settings = settings
+        self.model_name = model_name
+        self.open_engine = open_engine
+        self.fps = fps
+        self.window = window
+        self.response_threshold = response_threshold
+        self.max_pixels = max_pixels
+        self.min_pixels = min_pixels
+        self.metrics = Metrics()
+        self.scheduler: Scheduler | None = None
+        self.connections: dict[str, LiveConnection] = {}
+
+    def ready(self, session_id: str) -> Ready:
+        s = self.settings
+        return Ready(
+            session=session_id, model=self.model_name, fps=self.fps, window=self.window,
+            response_threshold=self.response_threshold,
+            limits=Limits(
+                max_message_bytes=s.max_message_bytes, max_frame_bytes=s.max_frame_bytes,
+                max_frame_pixels=s.max_frame_pixels, max_queue=s.max_queue, max_question_chars=s.max_question_chars,
+                max_waiting_questions=s.max_waiting_questions, idle_timeout_s=s.idle_timeout, max_pixels=self.max_pixels,
+            ),
+            sources=bool(s.sources), urls=s.allow_urls,
+        )
+
+
+def create_app(state: AppState) -> FastAPI:
+    """The ASGI app; the scheduler (and its model thread) lives as long as the app runs."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.scheduler = Scheduler(state.open_engine, state.settings.max_queue)
+        try:
+            yield
+        finally:
+            for connection in list(state.connections.values()):
+                if not connection.finished.is_set():
+                    connection.finish("shutdown")
+            state.scheduler.stop()
+
+    app = FastAPI(title="Streamo live", summary="Live streaming sessions with a Streamo model", lifespan=lifespan)
+    app.state.streamo = state
+    key = state.settings.api_key
+
+    def require_key(request: Request) -> None:
+        if key is not None and not _key_matches(key, _bearer(request.headers.get("authorization"))):
+            raise HTTPException(status_code=401, detail="missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        """The live page (static, no data: the key is asked in the page and sent on the socket)."""
+        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
+
+    @app.get("/healthz", include_in_schema=True)
+    async def healthz() -> dict[str, str]:
+        """Liveness: open to all, holds no data."""
+        return {"status": "ok"}
+
+    @app.get("/metrics", dependencies=[Depends(require_key)], response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """Prometheus text format."""
+        return PlainTextResponse(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/sources", dependencies=[Depends(require_key)])
+    async def sources() -> dict[str, list[str]]:
+        """Server-side videos a session may play with ``{"type": "source", "path": ...}``."""
+        return {"sources": await asyncio.to_thread(list_sources, state.settings.sources)}
+
+    @app.websocket("/v1/stream")
+    async def stream(websocket: WebSocket) -> None:
+        offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+        await websocket.accept(subprotocol=PROTOCOL if PROTOCOL in offered else None)
+        if key is not None:
+            offered_key = _bearer(websocket.headers.get("authorization")) or _subprotocol_key(offered)
+            if not _key_matches(key, offered_key):
+                await _refuse(websocket, state, "unauthorized", "missing or wrong API key", CLOSE_UNAUTHORIZED)
+                return
+        if len(state.connections) >= state.settings.max_sessions:
+            await _refuse(websocket, state, "server_full",
+                          f"the server holds its maximum of {state.settings.max_sessions} sessions; try again later",
+                          CLOSE_SERVER_FULL)
+            return
+        connection = LiveConnection(state, websocket)
+        state.connections[connection.id] = connection
+        try:
+            await connection.run()
+        finally:
+            del state.connections[connection.id]
+
+    return app
+
+
+async def _refuse(websocket: WebSocket, state: AppState, code: str, message: str, close_code: int) -> None:
+    state.metrics.errors.labels(code).inc()
+    try:
+        await websocket.send_text(Error(code=code, message=message, closes=True).model_dump_json())
+        await websocket.close(close_code, reason=code)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+

@@ -1,0 +1,85 @@
+"""A real ``streamo serve`` app on a free loopback port (uvicorn in a thread of the test process,
+so tests can also look at the scheduler), driven by real WebSocket clients."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from engine.stream_model import MAX_PIXELS
+from streamo.live.server import AppState, ServeSettings, create_app
+from streamo.model_eval import EngineSettings, StreamModel
+from streamo.video import MIN_PIXELS
+
+
+@dataclass
+class Running:
+    url: str
+    state: AppState
+
+
+@pytest.fixture(scope="session")
+def loaded_model(stream_model) -> StreamModel:
+    """The fitted stream model loaded as ``streamo serve`` loads a checkpoint."""
+    return StreamModel(stream_model.directory, EngineSettings(window=None, max_pixels=MAX_PIXELS), "cpu")
+
+
+@contextmanager
+def running_server(model: StreamModel, settings: ServeSettings | None = None, window: float | None = None,
+                   response_threshold: float | None = None):
+    settings = settings or ServeSettings()
+    engine = model.with_settings(EngineSettings(window=window, response_threshold=response_threshold, max_pixels=MAX_PIXELS))
+    state = AppState(settings, "fitted-tiny", engine.session, 1.0, window, response_threshold, model.max_pixels, MIN_PIXELS)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = uvicorn.Config(create_app(state), ws_max_size=settings.transport_max_bytes, ws_per_message_deflate=False,
+                            log_level="warning",
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield Running(f"http://127.0.0.1:{port}", state)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listener.close()
+
+
+@pytest.fixture
+def server(loaded_model):
+    with running_server(loaded_model) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def planned_frames_dir(tmp_path_factory) -> Path:
+    """The planned frames (the fitted model's plan) as lossless pictures, one per second."""
+    from engine.stream_model import PLAN, frame
+
+    folder = tmp_path_factory.mktemp("frames")
+    for turn in range(len(PLAN)):
+        frame(turn).save(folder / f"frame_{turn:04d}.png")
+    return folder
+
+
+def wait_until(condition, seconds: float = 10.0) -> None:
+    """Poll ``condition`` (the server settles sessions asynchronously after a client leaves)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)

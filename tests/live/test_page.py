@@ -1,0 +1,289 @@
+"""The live page in a real browser: Debian's Chromium, driven by Playwright for Python (its
+executable given, nothing downloaded), against a real ``streamo serve`` app on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engine.stream_model import MAX_PIXELS
+from streamo.cli import main
+from streamo.live.server import ServeSettings
+
+from .conftest import running_server
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "dataset" / "example"
+EXAMPLE_VIDEO = EXAMPLE / "videos" / "synth_0000.mp4"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOT = REPO / "docs" / "images" / "live.png"
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must install Debian's chromium (see .ci/run)")
+    pytest.skip("no system Chromium (apt-get install chromium)", allow_module_level=True)
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def camera_clip(tmp_path_factory) -> Path:
+    """A clip made by `streamo synth`, converted to Y4M with PyAV for Chromium's fake camera."""
+    import av
+
+    folder = tmp_path_factory.mktemp("camera")
+    assert main(["synth", "--out", str(folder), "--videos", "1", "--seed", "3"]) == 0
+    source = next(folder.rglob("*.mp4"))
+    target = folder / "camera.y4m"
+    with av.open(str(source)) as video, av.open(str(target), "w", format="yuv4mpegpipe") as out:
+        stream = out.add_stream("rawvideo", rate=video.streams.video[0].average_rate)
+        stream.width, stream.height, stream.pix_fmt = video.streams.video[0].width, video.streams.video[0].height, "yuv420p"
+        for picture in video.decode(video=0):
+            for packet in stream.encode(picture.reformat(format="yuv420p")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return target
+
+
+@pytest.fixture(scope="module")
+def chromium(camera_clip):
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required",
+                  "--use-fake-device-for-media-stream",
+                  f"--use-file-for-fake-video-capture={camera_clip}"],
+        )
+        yield browser
+        browser.close()
+
+
+class Page:
+    """One tab on the page, with every console error and page error it raised."""
+
+    def __init__(self, browser, url: str, permissions=("camera",)) -> None:
+        self.context = browser.new_context(permissions=list(permissions), accept_downloads=True,
+                                           viewport={"width": 1280, "height": 900})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.goto(url)
+
+    def play_file(self, video: Path) -> None:
+        self.page.set_input_files("#file", str(video))
+        self.page.click("#start")
+
+    def wait_closed(self, timeout_s: float = 90) -> str:
+        detail = self.page.locator("#detail").filter(has_text="Session closed")
+        detail.wait_for(timeout=timeout_s * 1000)
+        return detail.inner_text()
+
+    def cells(self) -> list[tuple[int, str]]:
+        return self.page.eval_on_selector_all(
+            "#timeline .cell", "cells => cells.map(c => [Number(c.dataset.turn), c.dataset.state])")
+
+    def answers(self) -> list[str]:
+        return self.page.eval_on_selector_all("#answers li.answer", "items => items.map(i => i.innerText)")
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def page_on(chromium):
+    opened = []
+
+    def open_page(url: str, **options) -> Page:
+        opened.append(Page(chromium, url, **options))
+        return opened[-1]
+
+    yield open_page
+    for tab in opened:
+        tab.close()
+
+
+SAMPLE = 2
+"""The shipped example's Narration sample on synth_0000: silence, standby and response with answers."""
+
+
+@pytest.fixture(scope="module")
+def example_model(tmp_path_factory):
+    """A tiny model fitted to play sample ``SAMPLE`` of the shipped example exactly, with wide margins,
+    so that the few pixel levels a browser's decoder differs by cannot flip a decision."""
+    import json
+
+    from engine.stream_model import fitted_stream_model
+    from streamo.video import MIN_PIXELS, iter_frames
+
+    record = json.loads((EXAMPLE / "stream_format.json").read_text())[SAMPLE]
+    frames = [sampled.image for sampled in iter_frames(EXAMPLE_VIDEO, 1.0, MAX_PIXELS, MIN_PIXELS)]
+    return fitted_stream_model(tmp_path_factory.mktemp("models") / "example", record["messages"], frames,
+                               steps=3000, margin=3.0)
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory) -> Path:
+    from streamo.video.synthetic import frame_times, write_clip
+
+    path = tmp_path_factory.mktemp("clips") / "clip.mp4"
+    write_clip(path, frame_times(80, 10.0), width=112, height=84)  # 8 s
+    return path
+
+
+def _example_question() -> str:
+    import json
+
+    from streamo.protocol import parse_stream_messages
+
+    record = json.loads((EXAMPLE / "stream_format.json").read_text())[SAMPLE]
+    return parse_stream_messages(record["messages"]).turns[0].questions[0]
+
+
+def test_page_plays_a_file_like_streamo_stream_and_its_download_scores(example_model, page_on, capsys, tmp_path):
+    import json
+
+    from streamo.model_eval import EngineSettings, StreamModel
+
+    question = _example_question()
+    assert main(["stream", "--model", str(example_model.directory), "--max-pixels", str(MAX_PIXELS),
+                 "--video", str(EXAMPLE_VIDEO), "--question", question, "--at", "0", "--json"]) == 0
+    expected = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {record["state"] for record in expected} == {"silence", "standby", "response"}
+    loaded = StreamModel(example_model.directory, EngineSettings(max_pixels=MAX_PIXELS), "cpu")
+    with running_server(loaded) as server:
+        tab = page_on(server.url)
+        assert tab.page.title() == "Streamo live"
+        tab.page.fill("#question", question)
+        tab.page.click("#ask")  # before the start: shown with the first frame
+        tab.page.fill("#sample", str(SAMPLE))
+        tab.play_file(EXAMPLE_VIDEO)
+        summary = tab.wait_closed()
+    cells = tab.cells()
+    assert [turn for turn, _ in cells] == list(range(len(expected))), summary  # one cell a second
+    assert [state for _, state in cells] == [record["state"] for record in expected]
+    answers = [record["text"] for record in expected if record["state"] == "response"]
+    assert [text.split(">", 1)[1].strip() for text in tab.answers()] == answers
+    with tab.page.expect_download() as download:
+        tab.page.click("#download-predictions")
+    predictions = tmp_path / "predictions.jsonl"
+    download.value.save_as(predictions)
+    assert main(["eval", "--predictions", str(predictions), "--data", str(EXAMPLE / "stream_format.json"),
+                 "--video-prefix", str(REPO)]) == 0
+    scores = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert scores["state_accuracy"] == 1.0, scores  # the fitted model plays the truth; the page keeps its times
+    with tab.page.expect_download() as picture:
+        tab.page.click("#download-png")
+    png = tmp_path / "timeline.png"
+    picture.value.save_as(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not tab.errors, tab.errors
+
+
+def test_a_question_typed_mid_stream_is_shown_with_the_next_frame(server, page_on, short_clip):
+    tab = page_on(server.url)
+    tab.play_file(short_clip)
+    tab.page.wait_for_selector("#timeline .cell[data-turn='1']")
+    tab.page.fill("#question", "What happens now?")
+    turn = tab.page.evaluate("() => { const turn = page.nextTurn; document.getElementById('ask').click(); return turn; }")
+    tab.wait_closed()
+    shown = tab.page.eval_on_selector_all("#timeline .cell.has-question", "cells => cells.map(c => Number(c.dataset.turn))")
+    assert shown == [turn] and 2 <= turn < 8
+    assert "Q: What happens now?" in tab.page.inner_text("#answers")
+    assert not tab.errors, tab.errors
+
+
+def test_the_webcam_streams_through_the_fake_camera(server, page_on):
+    tab = page_on(server.url)
+    tab.page.check("input[name=source][value=camera]")
+    tab.page.click("#start")
+    tab.page.wait_for_selector("#timeline .cell[data-turn='2']", timeout=60_000)
+    tab.page.click("#stop")
+    summary = tab.wait_closed()
+    turns = [turn for turn, _ in tab.cells()]
+    assert turns == list(range(len(turns))) and len(turns) >= 3, summary
+    assert not tab.errors, tab.errors
+
+
+def test_camera_permission_denied_says_what_to_do(server, page_on):
+    tab = page_on(server.url, permissions=())
+    tab.page.check("input[name=source][value=camera]")
+    tab.page.click("#start")
+    message = tab.page.locator("#message").filter(has_text="Camera permission was denied")
+    message.wait_for(timeout=30_000)
+
+
+def test_a_refused_key_and_a_full_server_each_say_so(loaded_model, page_on, short_clip):
+    with running_server(loaded_model, ServeSettings(api_key="right-key")) as server:
+        tab = page_on(server.url)
+        tab.page.fill("#key", "wrong-key")
+        tab.play_file(short_clip)
+        tab.page.locator("#message").filter(has_text="refused the API key").wait_for(timeout=30_000)
+        assert "wrong-key" not in tab.page.url
+    with running_server(loaded_model, ServeSettings(max_sessions=1)) as server:
+        from websockets.sync.client import connect
+
+        with connect(server.url.replace("http", "ws") + "/v1/stream") as holder:
+            assert '"ready"' in holder.recv()  # the one session slot is taken
+            tab = page_on(server.url)
+            tab.play_file(short_clip)
+            tab.page.locator("#message").filter(has_text="The server is full").wait_for(timeout=30_000)
+
+
+def test_the_threshold_slider_changes_decisions_live(server, page_on, short_clip):
+    tab = page_on(server.url)
+    tab.play_file(short_clip)
+    tab.page.wait_for_selector("#timeline .cell")
+    tab.page.check("#use-threshold")
+    tab.page.locator("#threshold").fill("0")  # answer whenever P(Response) >= 0: every later second
+    changed_at = tab.page.evaluate("() => page.nextTurn")
+    tab.wait_closed()
+    later = [state for turn, state in tab.cells() if turn > changed_at]
+    assert later and set(later) == {"response"}
+    assert not tab.errors, tab.errors
+
+
+def test_screenshot_of_a_running_session(example_model, page_on):
+    """docs/images/live.png comes from here: STREAMO_SCREENSHOT=1 bash scripts/test.sh tests/live/test_page.py."""
+    from streamo.model_eval import EngineSettings, StreamModel
+
+    loaded = StreamModel(example_model.directory, EngineSettings(max_pixels=MAX_PIXELS), "cpu")
+    with running_server(loaded) as server:
+        tab = page_on(server.url)
+        tab.page.fill("#question", _example_question())
+        tab.page.click("#ask")
+        tab.play_file(EXAMPLE_VIDEO)
+        tab.page.wait_for_selector("#timeline .cell[data-turn='14']", timeout=60_000)
+        tab.page.locator("#timeline .cell[data-turn='11']").hover()
+        picture = tab.page.screenshot(full_page=True)
+    assert picture[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("STREAMO_SCREENSHOT"):
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        SCREENSHOT.write_bytes(picture)
+    assert not tab.errors, tab.errors
+
+
+def test_a_server_video_plays_and_a_lost_connection_offers_a_retry(loaded_model, page_on, short_clip):
+    with running_server(loaded_model, ServeSettings(sources=[short_clip.parent.resolve()])) as server:
+        tab = page_on(server.url)
+        tab.page.check("input[name=source][value=server]")
+        tab.page.click("#load-sources")
+        tab.page.wait_for_selector(f"#server-source option[value='{short_clip.name}']", state="attached")
+        tab.page.click("#start")
+        tab.wait_closed()
+        assert [turn for turn, _ in tab.cells()] == list(range(8))
+        tab.page.focus("#timeline")
+        tab.page.keyboard.press("End")
+        tab.page.keyboard.press("ArrowLeft")
+        assert tab.page.inner_text("#detail").startswith("6s-7s")  # the keyboard reads the timeline
+        tab.page.check("input[name=source][value=file]")
+        tab.play_file(short_clip)
+        tab.page.wait_for_selector("#timeline .cell")
+    tab.page.locator("#message").filter(has_text="connection to the server was lost").wait_for(timeout=30_000)
+    assert tab.page.is_visible("#retry")
+    assert not tab.errors, tab.errors

@@ -1,0 +1,336 @@
+"""What a server on a network must withstand: bad input of every kind, keys, full servers,
+paths out of its source directories, idle clients. Each bad message gets its own error code
+and no traceback, and the session and every other session go on."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from PIL import Image
+from websockets.asyncio.client import connect
+
+from engine.stream_model import PLAN, QUESTION, frame
+from streamo.live.client import LiveClient, LiveError, encode_png, stream_video
+from streamo.live.messages import ERROR_CODES
+from streamo.live.server import ServeSettings
+
+from .conftest import running_server, wait_until
+
+KEY = "s3cret-key"
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 20, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _bomb() -> bytes:
+    """A valid PNG claiming 20000 x 20000 pixels, a few dozen bytes long."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+BAD_INPUTS = [
+    ("bad_json", "text", "{not json"),
+    ("bad_json", "text", "[1, 2]"),
+    ("unknown_type", "text", '{"type": "dance"}'),
+    ("bad_message", "text", '{"type": "ask"}'),
+    ("bad_message", "text", '{"type": "ask", "text": "   "}'),
+    ("bad_message", "text", '{"type": "ask", "text": "hi", "t": -3}'),
+    ("bad_message", "text", '{"type": "config", "response_threshold": 2}'),
+    ("bad_message", "text", '{"type": "source", "path": "a.mp4", "url": "http://x"}'),
+    ("message_too_large", "text", '{"type": "ask", "text": "' + "x" * 70_000 + '"}'),
+    ("question_too_long", "text", '{"type": "ask", "text": "' + "x" * 2001 + '"}'),
+    ("frame_too_large", "bytes", b"\x89PNG" + b"\0" * (4 * 1024 * 1024 + 1)),
+    ("frame_too_many_pixels", "bytes", _bomb()),
+    ("frame_too_many_pixels", "bytes", _png(4097, 4097)),
+    ("not_an_image", "bytes", b"GIF89a but not really"),
+    ("not_an_image", "bytes", encode_png(frame(0))[:60]),
+    ("bad_frame", "bytes", _png(1000, 2)),
+    ("source_refused", "text", '{"type": "source", "path": "clip.mp4"}'),
+    ("source_refused", "text", '{"type": "source", "url": "http://127.0.0.1:9/x.mp4"}'),
+]
+
+
+def test_every_error_code_is_documented():
+    assert {code for code, _, _ in BAD_INPUTS} <= set(ERROR_CODES)
+
+
+@pytest.mark.parametrize("code, kind, payload", BAD_INPUTS, ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(BAD_INPUTS)])
+def test_bad_input_gets_its_error_and_the_session_goes_on(server, code, kind, payload):
+    async def run():
+        client = await LiveClient.connect(server.url)
+        await client.connection.send(payload)
+        reply = await client.receive()
+        await client.send_frame(encode_png(frame(0)), 0.0)
+        after = await client.receive()
+        await client.disconnect()
+        return reply, after
+
+    reply, after = asyncio.run(run())
+    assert reply.type == "error" and reply.code == code and not reply.closes
+    assert "Traceback" not in reply.message
+    assert after.type == "event" and after.turn == 0
+
+
+def test_session_protocol_misuse(server):
+    async def run():
+        client = await LiveClient.connect(server.url)
+        codes = []
+        await client.send_frame(encode_png(frame(2)), 2.0)
+        assert (await client.receive()).type == "event"
+        await client.send_frame(encode_png(frame(1)), 1.0)  # back in time
+        codes.append((await client.receive()).code)
+        await client.play_source(path="x.mp4")  # frames already pushed
+        codes.append((await client.receive()).code)
+        for _ in range(16):
+            await client.ask(QUESTION, 100.0)
+        await client.ask(QUESTION, 100.0)
+        codes.append((await client.receive()).code)
+        await client.send_frame(encode_png(frame(3)), 3.0)  # still deciding when the ask comes
+        await client.close()
+        await client.ask(QUESTION)
+        messages = [await client.receive() for _ in range(3)]
+        codes += [m.code for m in messages if m.type == "error"]
+        assert [m.type for m in messages if m.type != "error"] == ["event", "closed"]
+        await client.disconnect()
+        return codes
+
+    assert asyncio.run(run()) == ["frame_out_of_order", "source_busy", "too_many_questions", "session_closing"]
+
+
+def test_other_sessions_go_on_while_one_sends_garbage(server):
+    frames = [(turn, frame(turn)) for turn in range(len(PLAN))]
+
+    async def garbage():
+        client = await LiveClient.connect(server.url)
+        for payload in [b"junk", "{bad", '{"type": "nope"}'] * 10:
+            await client.connection.send(payload)
+        await client.disconnect()
+
+    async def good():
+        client = await LiveClient.connect(server.url)
+        return await stream_video(client, frames, [(0.0, QUESTION)])
+
+    async def both():
+        return await asyncio.gather(garbage(), good())
+
+    _, result = asyncio.run(both())
+    assert [event.state for event in result.events] == PLAN
+
+
+def test_source_paths_outside_the_roots_are_refused(loaded_model, tmp_path):
+    from streamo.video.synthetic import frame_times, write_clip
+
+    root, outside = tmp_path / "videos", tmp_path / "private"
+    root.mkdir()
+    outside.mkdir()
+    write_clip(root / "ok.mp4", frame_times(10, 3.0), width=112, height=84)
+    write_clip(outside / "secret.mp4", frame_times(10, 3.0), width=112, height=84)
+    (root / "link.mp4").symlink_to(outside / "secret.mp4")
+    (root / "dir").symlink_to(outside)
+    attempts = ["../private/secret.mp4", str(outside / "secret.mp4"), "link.mp4", "dir/secret.mp4", "nope.mp4",
+                "sub/../../private/secret.mp4", "\0.mp4"]
+
+    async def run():
+        replies = []
+        for path in attempts:
+            client = await LiveClient.connect(server.url)
+            await client.play_source(path=path)
+            replies.append(await client.receive())
+            await client.disconnect()
+        client = await LiveClient.connect(server.url)
+        await client.play_source(path="ok.mp4", realtime=False)
+        messages = []
+        while (message := await client.receive()).type != "source_ended":
+            messages.append(message)
+        await client.disconnect()
+        return replies, messages, message
+
+    with running_server(loaded_model, ServeSettings(sources=[root.resolve()])) as server:
+        replies, events, ended = asyncio.run(run())
+        listing = urllib.request.urlopen(server.url + "/v1/sources").read().decode()
+    assert [(r.type, r.code) for r in replies] == [("error", "source_refused")] * len(attempts)
+    assert [e.turn for e in events] == [0, 1, 2] and ended.frames == 3 and ended.reason == "end"
+    assert '"ok.mp4"' in listing and "secret" not in listing
+
+
+def test_url_sources_only_when_allowed(loaded_model, tmp_path):
+    """--allow-urls plays an http URL (a loopback file server here); without it, refused."""
+    import functools
+    import http.server
+    import threading
+
+    from streamo.video.synthetic import frame_times, write_clip
+
+    write_clip(tmp_path / "clip.mp4", frame_times(10, 3.0), width=112, height=84)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{files.server_address[1]}/clip.mp4"
+
+    async def run(server_url):
+        client = await LiveClient.connect(server_url)
+        await client.play_source(url=url, realtime=False)
+        messages = []
+        while (message := await client.receive()).type not in ("source_ended", "error"):
+            messages.append(message)
+        await client.disconnect()
+        return messages, message
+
+    try:
+        with running_server(loaded_model, ServeSettings(allow_urls=True)) as server:
+            events, ended = asyncio.run(run(server.url))
+        assert ended.type == "source_ended" and ended.reason == "end" and len(events) == ended.frames == 3
+        with running_server(loaded_model, ServeSettings(allow_urls=True)) as server:
+            client_refused = asyncio.run(_first_reply_to_source(server.url, "file:///etc/passwd"))
+        assert client_refused.code == "source_refused"
+    finally:
+        files.shutdown()
+
+
+async def _first_reply_to_source(server_url, url):
+    client = await LiveClient.connect(server_url)
+    await client.play_source(url=url)
+    reply = await client.receive()
+    await client.disconnect()
+    return reply
+
+
+def test_api_key_on_every_route_and_the_socket(loaded_model):
+    with running_server(loaded_model, ServeSettings(api_key=KEY)) as server:
+        for route in ("/metrics", "/v1/sources"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(server.url + route)
+            assert refused.value.code == 401
+            wrong = urllib.request.Request(server.url + route, headers={"Authorization": "Bearer nope"})
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(wrong)
+            right = urllib.request.Request(server.url + route, headers={"Authorization": f"Bearer {KEY}"})
+            assert urllib.request.urlopen(right).status == 200
+        assert urllib.request.urlopen(server.url + "/healthz").status == 200
+
+        async def sockets():
+            outcomes = []
+            for key, as_subprotocol in [(None, False), ("wrong", False), ("wrong", True)]:
+                with pytest.raises(LiveError) as refused:
+                    await LiveClient.connect(server.url, key, use_subprotocol_key=as_subprotocol)
+                outcomes.append(refused.value.code)
+            async with connect(server.url.replace("http", "ws") + "/v1/stream") as raw:
+                await raw.recv()
+                with pytest.raises(Exception):
+                    await raw.recv()
+                outcomes.append(raw.close_code)
+            for as_subprotocol in (False, True):
+                client = await LiveClient.connect(server.url, KEY, use_subprotocol_key=as_subprotocol)
+                outcomes.append(client.ready.type)
+                await client.disconnect()
+            return outcomes
+
+        assert asyncio.run(sockets()) == ["unauthorized"] * 3 + [4401, "ready", "ready"]
+        wait_until(lambda: server.state.scheduler.open_sessions == 0)
+        metrics = urllib.request.urlopen(urllib.request.Request(
+            server.url + "/metrics", headers={"Authorization": f"Bearer {KEY}"})).read().decode()
+    assert 'streamo_errors_total{code="unauthorized"} 4.0' in metrics
+    assert KEY not in metrics
+
+
+def test_over_max_sessions_is_refused_with_its_close_code(loaded_model):
+    async def run(url):
+        first = await LiveClient.connect(url)
+        second = await LiveClient.connect(url)
+        async with connect(url.replace("http", "ws") + "/v1/stream") as third:
+            refusal = await third.recv()
+            with pytest.raises(Exception):
+                await third.recv()
+            code = third.close_code
+        await first.disconnect()
+        await second.disconnect()
+        return refusal, code
+
+    with running_server(loaded_model, ServeSettings(max_sessions=2)) as server:
+        refusal, code = asyncio.run(run(server.url))
+    assert '"server_full"' in refusal and code == 1013
+
+
+def test_idle_sessions_time_out(loaded_model):
+    async def run(url):
+        client = await LiveClient.connect(url)
+        messages = [await client.receive(), await client.receive()]
+        await asyncio.sleep(0.2)
+        return messages, client.connection.close_code
+
+    with running_server(loaded_model, ServeSettings(idle_timeout=0.5)) as server:
+        started = time.monotonic()
+        (error, closed), code = asyncio.run(run(server.url))
+        waited = time.monotonic() - started
+        wait_until(lambda: server.state.scheduler.open_sessions == 0)
+    assert error.code == "idle_timeout" and error.closes and closed.type == "closed" and closed.reason == "idle_timeout"
+    assert code == 4408 and waited >= 0.5
+
+
+def test_serve_refuses_a_public_address_without_a_key(tmp_path, capsys):
+    from streamo.cli import main
+
+    env = dict(os.environ)
+    env.pop("STREAMO_API_KEY", None)
+    assert main(["serve", "--model", str(tmp_path), "--host", "0.0.0.0"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0 and "without an API key" in message
+
+
+def test_serve_command_starts_and_answers(stream_model, tmp_path):
+    """The real `streamo serve` process: health open, metrics behind the key, a session works, the key never logged."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, STREAMO_API_KEY=KEY)
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamo.cli", "serve", "--model", str(stream_model.directory), "--port", str(port),
+             "--max-pixels", str(84 * 56)], stdout=sink, stderr=subprocess.STDOUT, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz")
+                break
+            except OSError:
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "streamo serve did not start"
+                time.sleep(0.5)
+        frames = [(turn, frame(turn)) for turn in range(len(PLAN))]
+
+        async def run():
+            client = await LiveClient.connect(url, KEY)
+            return await stream_video(client, frames, [(0.0, QUESTION)])
+
+        assert [event.state for event in asyncio.run(run()).events] == PLAN
+        assert urllib.request.urlopen(url + "/docs").status == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    text = log.read_text()
+    assert KEY not in text and base64.urlsafe_b64encode(KEY.encode()).decode().rstrip("=") not in text
+    assert "Traceback" not in text
+
