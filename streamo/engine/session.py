@@ -21,12 +21,13 @@ new frame, laid out as a training window (the first retained turn repeats the qu
 asked before it). Re-encoding (with cached frame embeddings, no vision encoder) keeps
 M-RoPE positions contiguous and makes the context token-for-token a conversation the
 model was trained on; it costs one longer prefill every ``eviction_block`` seconds.
+Which turn carries what, and the window's layout, are ``context.StreamContext``'s, shared
+with the vLLM backend (``vllm_backend``); this module only moves tensors.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -34,13 +35,12 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from ..protocol import DEFAULT_SYSTEM_PROMPT, State, assistant_text, carried_questions, state_token_ids, turn_of
+from ..protocol import DEFAULT_SYSTEM_PROMPT, State, state_token_ids
 from ..video.sampling import MAX_PIXELS, MIN_PIXELS, smart_resize
 from .cache import stream_cache
+from .context import StreamContext, Turn
 from .decoding import AnswerDecoder, DecisionRule
 from .prompt import PromptTokens, chunk_positions
-
-_EPS = 1e-6
 
 
 @dataclass
@@ -63,20 +63,6 @@ class StreamEvent:
     def as_record(self) -> dict[str, Any]:
         """The JSON line ``streamo stream --json`` prints and ``streamo eval`` reads."""
         return {"t": self.t, "state": self.state.value, "text": self.text, "latency_ms": round(self.latency_ms, 3)}
-
-
-@dataclass
-class _Turn:
-    index: int
-    questions: list[str]
-    grid: tuple[int, int]
-    """Frame size in merged patches (height, width)."""
-    user_ids: list[int]
-    state: State = State.SILENCE
-    answer: str = ""
-    reply_ids: list[int] = field(default_factory=list)
-    image_embeds: torch.Tensor | None = None
-    """Kept only while a window may re-encode this turn."""
 
 
 class StreamingSession:
@@ -102,8 +88,6 @@ class StreamingSession:
     ) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
-        if not system_prompt or not system_prompt.strip():
-            raise ValueError("system_prompt must not be empty")
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -112,16 +96,12 @@ class StreamingSession:
         self.decision = decision or DecisionRule()
         self.max_pixels, self.min_pixels = max_pixels, min_pixels
         self.tokens = PromptTokens(self.tokenizer, fps)
+        self.context = StreamContext(self.tokens, system_prompt, window, eviction_block)
         self.state_ids = state_token_ids(self.tokenizer)
         self.decoder = AnswerDecoder(self.tokenizer, model.lm_head.weight.shape[0], max_new_tokens)
         self.merge_size = model.config.vision_config.spatial_merge_size
-        self.window_turns, self.block_turns = _window_turns(window, eviction_block, fps)
         self.device = model.device
 
-        self._turns: list[_Turn] = []  # turns whose tokens are in (or pending for) the cache
-        self._asked: list[tuple[int, str]] = []  # (turn, question) of every question shown so far
-        self._waiting: list[tuple[int, str]] = []  # questions for frames not pushed yet
-        self._next_turn = 0
         self._cache = stream_cache(model.config)
         self._ids: list[int] = []  # mirror of the token ids in the cache
         self._pending: list[int] = []  # reply tail that enters the cache with the next frame
@@ -129,7 +109,7 @@ class StreamingSession:
         self._next_position = 0
         self._state_rows = torch.tensor([self.state_ids[state] for state in State], device=self.device)
         with torch.inference_mode(), attention_kernels(self.device):
-            self._forward(self.tokens.system(system_prompt), [], [])
+            self._forward(self.context.system_ids, [], [])
         self._prefix_length = len(self._ids)
         self._prefix_position = self._next_position
 
@@ -139,31 +119,18 @@ class StreamingSession:
         """Show ``text`` with the frame of moment ``t`` (seconds; "5" means the turn <4s-5s>),
         or with the next frame when ``t`` is None or that frame was already pushed.
         Returns the turn that will carry the question."""
-        question = text.strip() if isinstance(text, str) else ""
-        if not question:
-            raise ValueError("empty question")
-        if t is not None and not (math.isfinite(t) and t >= 0):
-            raise ValueError(f"question time must be a number of seconds >= 0, got {t!r}")
-        turn = self._next_turn if t is None else max(turn_of(t, self.fps), self._next_turn)
-        self._waiting.append((turn, question))
-        return turn
+        return self.context.ask(text, t)
 
     def push_frame(self, image: Image.Image, t: float | None = None) -> StreamEvent:
         """Read the frame of moment ``t`` (its turn's start, seconds; None: the next turn)
         and decide. Frames must come in time order; a skipped turn keeps its absolute tag."""
         started = time.perf_counter()
-        turn = self._next_turn if t is None else frame_turn(t, self.fps)
-        if turn < self._next_turn:
-            raise ValueError(f"frame at t={t} belongs to turn {turn}, but turn {self._next_turn - 1} was already read")
-        questions = [question for at, question in self._waiting if at <= turn]
+        turn = self.context.turn_at(t)
         with torch.inference_mode(), attention_kernels(self.device):
             embeds, grid = self._encode_frame(image)
-            self._waiting = [(at, question) for at, question in self._waiting if at > turn]
-            current = _Turn(turn, questions, grid, self.tokens.user(turn, questions, grid[0] * grid[1]))
-            if self.window_turns is not None:
-                current.image_embeds = embeds
-            if self.window_turns is not None and len(self._turns) + 1 > self.window_turns:
-                hidden = self._evict_and_prefill(current, embeds)
+            current = self.context.open_turn(turn, grid, embeds if self.context.window_turns is not None else None)
+            if self.context.evict():
+                hidden = self._refill(current)
             else:
                 hidden = self._forward(self._pending + current.user_ids, [embeds], [grid])
             self._pending = []
@@ -171,16 +138,13 @@ class StreamingSession:
             state, probabilities = self.decision.decide(self._state_logits(hidden))
             answer = self._answer() if state is State.RESPONSE else ""
             self._close_reply(current, state, answer)
-        self._turns.append(current)
-        self._asked.extend((turn, question) for question in questions)
-        self._next_turn = turn + 1
         latency = (time.perf_counter() - started) * 1000
-        return StreamEvent(turn / self.fps, turn, state, answer, latency, probabilities, questions)
+        return StreamEvent(turn / self.fps, turn, state, answer, latency, probabilities, current.questions)
 
     @property
     def waiting_questions(self) -> list[tuple[int, str]]:
         """(turn, text) of questions whose frame has not been pushed yet."""
-        return list(self._waiting)
+        return self.context.waiting_questions
 
     @property
     def cache_length(self) -> int:
@@ -194,12 +158,7 @@ class StreamingSession:
     def context_messages(self) -> list[dict[str, str]]:
         """The conversation in the cache, in stream format (``<stream>`` for each frame):
         with a window, a training window whose first turn repeats earlier questions."""
-        messages = [{"role": "system", "content": self.system_prompt}]
-        for position, turn in enumerate(self._turns):
-            questions = self._first_questions(turn) if position == 0 else turn.questions
-            messages.append({"role": "user", "content": self.tokens.user_content(turn.index, questions)})
-            messages.append({"role": "assistant", "content": assistant_text(turn.state, turn.answer)})
-        return messages
+        return self.context.messages()
 
     # ----------------------------------------------------------------- internals
 
@@ -256,11 +215,10 @@ class StreamingSession:
                 hidden = self._forward([token], [], [])
         return self.decoder.text(answer)
 
-    def _close_reply(self, turn: _Turn, state: State, answer: str) -> None:
+    def _close_reply(self, turn: Turn, state: State, answer: str) -> None:
         """Record the reply as training writes it; decoded tokens that differ from its
         tokenization are dropped from the cache and the rest waits for the next prefill."""
-        turn.state, turn.answer = state, answer
-        turn.reply_ids = self.tokens.reply(state, answer)
+        self.context.close(turn, state, answer)
         fed = self._ids[self._reply_start:]
         same = 0
         while same < len(fed) and same < len(turn.reply_ids) and fed[same] == turn.reply_ids[same]:
@@ -271,34 +229,14 @@ class StreamingSession:
             self._truncate(self._reply_start + same)
         self._pending = turn.reply_ids[same:]
 
-    def _first_questions(self, turn: _Turn) -> list[str]:
-        earlier = [question for at, question in self._asked if at < turn.index]
-        return carried_questions(turn.questions, earlier) + turn.questions
-
-    def _evict_and_prefill(self, current: _Turn, embeds: torch.Tensor) -> torch.Tensor:
-        # block < window, so at least one old turn stays and opens the window.
-        drop = max(self.block_turns, len(self._turns) + 1 - self.window_turns)
-        self._turns = self._turns[drop:]
+    def _refill(self, current: Turn) -> torch.Tensor:
+        """After an eviction: the retained window and the new turn, re-encoded after the cached
+        system prompt in one forward pass (cached frame embeddings, no vision encoder)."""
         self._truncate(self._prefix_length)
         self._next_position = self._prefix_position
-        ids: list[int] = []
-        frames: list[torch.Tensor] = []
-        grids: list[tuple[int, int]] = []
-        for position, turn in enumerate(self._turns):
-            if position == 0:
-                ids += self.tokens.user(turn.index, self._first_questions(turn), turn.grid[0] * turn.grid[1])
-            else:
-                ids += turn.user_ids
-            ids += turn.reply_ids
-            frames.append(turn.image_embeds)
-            grids.append(turn.grid)
-        ids += current.user_ids
-        return self._forward(ids, frames + [embeds], grids + [current.grid])
-
-
-def frame_turn(t: float, fps: float) -> int:
-    """The turn whose frame starts at ``t`` seconds (turn k starts at k/fps)."""
-    return int(math.floor(t * fps + _EPS))
+        turns = self.context.turns
+        return self._forward(self.context.retained_ids() + current.user_ids,
+                             [turn.frame for turn in turns] + [current.frame], [turn.grid for turn in turns] + [current.grid])
 
 
 def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager:
@@ -324,17 +262,3 @@ def fit_to_budget(image: Image.Image, min_pixels: int, max_pixels: int) -> Image
     if (height, width) != (image.height, image.width):
         image = image.resize((width, height), Image.Resampling.BICUBIC)
     return image
-
-
-def _window_turns(window: float | None, block: float | None, fps: float) -> tuple[int | None, int]:
-    if window is None:
-        if block is not None:
-            raise ValueError("eviction_block needs a window")
-        return None, 0
-    turns = int(math.floor(window * fps + _EPS))
-    if turns < 2:
-        raise ValueError(f"window must hold at least 2 frames at {fps:g} fps, got {window} s")
-    block_turns = max(1, turns // 4) if block is None else int(math.floor(block * fps + _EPS))
-    if not 1 <= block_turns < turns:
-        raise ValueError(f"eviction_block must hold at least one frame and fewer than the window's {turns}")
-    return turns, block_turns

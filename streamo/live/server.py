@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..engine.decoding import DecisionRule
-from ..engine.session import frame_turn
+from ..engine.context import frame_turn
 from ..protocol import State
 from .frames import decode_frame
 from .messages import (

@@ -1,0 +1,154 @@
+"""The conversation a live session holds, whatever runs the model.
+
+Both backends (the transformers KV-cache engine and vLLM) share this bookkeeping, so a
+stream reads the same tokens on either: which turn a frame and a question belong to, the
+token layout of each turn (``PromptTokens``), the reply each decision writes, and the
+bounded window. When the window is full, the oldest ``eviction_block`` seconds are dropped
+and the retained turns are laid out as a training window: the first retained turn repeats
+the questions asked before it. The transformers engine re-encodes that layout after its
+cached system prompt; vLLM receives it whole and its prefix cache finds what it has read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..protocol import State, assistant_text, carried_questions, turn_of
+from .prompt import PromptTokens
+
+_EPS = 1e-6
+
+
+@dataclass
+class Turn:
+    """One second of the conversation: its frame's place in the prompt and the reply to it."""
+
+    index: int
+    questions: list[str]
+    grid: tuple[int, int]
+    """Frame size in merged patches (height, width)."""
+    user_ids: list[int]
+    state: State = State.SILENCE
+    answer: str = ""
+    reply_ids: list[int] = field(default_factory=list)
+    frame: Any = None
+    """What the backend keeps to read this frame again (embeddings, or a picture and its id)."""
+
+
+class StreamContext:
+    """Turns, questions and window of one session; ``prompt_ids`` is what the model reads next."""
+
+    def __init__(self, tokens: PromptTokens, system_prompt: str, window: float | None = None,
+                 eviction_block: float | None = None) -> None:
+        if not system_prompt or not system_prompt.strip():
+            raise ValueError("system_prompt must not be empty")
+        self.tokens = tokens
+        self.fps = tokens.fps
+        self.system_prompt = system_prompt
+        self.system_ids = tokens.system(system_prompt)
+        self.window_turns, self.block_turns = window_turns(window, eviction_block, tokens.fps)
+        self.turns: list[Turn] = []
+        """Turns in the context, oldest first (after an eviction, the retained window)."""
+        self.next_turn = 0
+        self._asked: list[tuple[int, str]] = []  # (turn, question) of every question shown so far
+        self._waiting: list[tuple[int, str]] = []  # questions for frames not read yet
+
+    def ask(self, text: str, t: float | None = None) -> int:
+        """Show ``text`` with the frame of moment ``t`` (seconds; "5" means the turn <4s-5s>),
+        or with the next frame when ``t`` is None or that frame was already read.
+        Returns the turn that will carry the question."""
+        question = text.strip() if isinstance(text, str) else ""
+        if not question:
+            raise ValueError("empty question")
+        if t is not None and not (math.isfinite(t) and t >= 0):
+            raise ValueError(f"question time must be a number of seconds >= 0, got {t!r}")
+        turn = self.next_turn if t is None else max(turn_of(t, self.fps), self.next_turn)
+        self._waiting.append((turn, question))
+        return turn
+
+    @property
+    def waiting_questions(self) -> list[tuple[int, str]]:
+        """(turn, text) of questions whose frame has not been read yet."""
+        return list(self._waiting)
+
+    def turn_at(self, t: float | None) -> int:
+        """The turn of a frame at ``t`` (None: the next); frames must come in time order."""
+        turn = self.next_turn if t is None else frame_turn(t, self.fps)
+        if turn < self.next_turn:
+            raise ValueError(f"frame at t={t} belongs to turn {turn}, but turn {self.next_turn - 1} was already read")
+        return turn
+
+    def open_turn(self, turn: int, grid: tuple[int, int], frame: Any = None) -> Turn:
+        """The new turn with the questions due by it (they stop waiting)."""
+        questions = [question for at, question in self._waiting if at <= turn]
+        self._waiting = [(at, question) for at, question in self._waiting if at > turn]
+        return Turn(turn, questions, grid, self.tokens.user(turn, questions, grid[0] * grid[1]), frame=frame)
+
+    def evict(self) -> bool:
+        """Make room for one more turn; True when turns were dropped (the retained window must be re-read)."""
+        if self.window_turns is None or len(self.turns) + 1 <= self.window_turns:
+            return False
+        # block < window, so at least one old turn stays and opens the window.
+        drop = max(self.block_turns, len(self.turns) + 1 - self.window_turns)
+        self.turns = self.turns[drop:]
+        return True
+
+    def retained_ids(self) -> list[int]:
+        """Token ids of the turns in the context, laid out as a training window."""
+        ids: list[int] = []
+        for position, turn in enumerate(self.turns):
+            if position == 0:
+                ids += self.tokens.user(turn.index, self.first_questions(turn), turn.grid[0] * turn.grid[1])
+            else:
+                ids += turn.user_ids
+            ids += turn.reply_ids
+        return ids
+
+    def prompt_ids(self, current: Turn) -> list[int]:
+        """Everything the model reads before deciding ``current``: system, retained turns, the new turn."""
+        return self.system_ids + self.retained_ids() + current.user_ids
+
+    def close(self, turn: Turn, state: State, answer: str) -> None:
+        """Record the decision as training writes it; the turn joins the context."""
+        turn.state, turn.answer = state, answer
+        turn.reply_ids = self.tokens.reply(state, answer)
+        self.turns.append(turn)
+        self._asked.extend((turn.index, question) for question in turn.questions)
+        self.next_turn = turn.index + 1
+
+    def first_questions(self, turn: Turn) -> list[str]:
+        """The questions ``turn`` shows when it opens the window: its own after those asked before it."""
+        earlier = [question for at, question in self._asked if at < turn.index]
+        return carried_questions(turn.questions, earlier) + turn.questions
+
+    def messages(self) -> list[dict[str, str]]:
+        """The conversation in the context, in stream format (``<stream>`` for each frame):
+        with a window, a training window whose first turn repeats earlier questions."""
+        messages = [{"role": "system", "content": self.system_prompt}]
+        for position, turn in enumerate(self.turns):
+            questions = self.first_questions(turn) if position == 0 else turn.questions
+            messages.append({"role": "user", "content": self.tokens.user_content(turn.index, questions)})
+            messages.append({"role": "assistant", "content": assistant_text(turn.state, turn.answer)})
+        return messages
+
+
+def frame_turn(t: float, fps: float) -> int:
+    """The turn whose frame starts at ``t`` seconds (turn k starts at k/fps)."""
+    return int(math.floor(t * fps + _EPS))
+
+
+def window_turns(window: float | None, block: float | None, fps: float) -> tuple[int | None, int]:
+    """(turns the window holds, turns one eviction drops); (None, 0) without a window."""
+    if window is None:
+        if block is not None:
+            raise ValueError("eviction_block needs a window")
+        return None, 0
+    turns = int(math.floor(window * fps + _EPS))
+    if turns < 2:
+        raise ValueError(f"window must hold at least 2 frames at {fps:g} fps, got {window} s")
+    block_turns = max(1, turns // 4) if block is None else int(math.floor(block * fps + _EPS))
+    if not 1 <= block_turns < turns:
+        raise ValueError(f"eviction_block must hold at least one frame and fewer than the window's {turns}")
+    return turns, block_turns
