@@ -84,6 +84,10 @@ class AnswerDecoder:
             banned = self._banned_on[logits.device] = self._banned.to(logits.device)
         return int(torch.argmax(logits.float().masked_fill(banned, float("-inf"))))
 
+    def allowed_ids(self) -> list[int]:
+        """Every id an answer may use (what engines that take an allow-list, such as vLLM, are given)."""
+        return torch.nonzero(~self._banned).flatten().tolist()
+
     def text(self, token_ids: list[int]) -> str:
         """The answer as the protocol writes it (no surrounding spaces)."""
         return self.tokenizer.decode(token_ids, skip_special_tokens=True).strip()

@@ -59,6 +59,10 @@ class StreamEvent:
     """P(state) over the three state tokens, after the decision bias."""
     questions: list[str] = field(default_factory=list)
     """Questions shown with this frame."""
+    context_tokens: int = 0
+    """Tokens the model attended to for the decision (system, retained turns, this turn)."""
+    cached_tokens: int = 0
+    """Of those, the tokens whose keys and values were reused, not computed for this decision."""
 
     def as_record(self) -> dict[str, Any]:
         """The JSON line ``streamo stream --json`` prints and ``streamo eval`` reads."""
@@ -130,16 +134,20 @@ class StreamingSession:
             embeds, grid = self._encode_frame(image)
             current = self.context.open_turn(turn, grid, embeds if self.context.window_turns is not None else None)
             if self.context.evict():
+                cached = self._prefix_length
                 hidden = self._refill(current)
             else:
+                cached = len(self._ids)
                 hidden = self._forward(self._pending + current.user_ids, [embeds], [grid])
+            context_tokens = len(self._ids)
             self._pending = []
             self._reply_start = len(self._ids)
             state, probabilities = self.decision.decide(self._state_logits(hidden))
             answer = self._answer() if state is State.RESPONSE else ""
             self._close_reply(current, state, answer)
         latency = (time.perf_counter() - started) * 1000
-        return StreamEvent(turn / self.fps, turn, state, answer, latency, probabilities, current.questions)
+        return StreamEvent(turn / self.fps, turn, state, answer, latency, probabilities, current.questions,
+                           context_tokens, cached)
 
     @property
     def waiting_questions(self) -> list[tuple[int, str]]:

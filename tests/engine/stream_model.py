@@ -112,15 +112,18 @@ def fit_output_rows(model, processor, messages=None, frames=None, steps: int = 4
     assert torch.equal(predicted, labels) and lead > 0, "the fitted head does not reproduce the planned replies"
 
 
-def fitted_stream_model(directory: Path, messages=None, frames=None, steps: int = 400, margin: float = 0.0):
+def fitted_stream_model(directory: Path, messages=None, frames=None, steps: int = 400, margin: float = 0.0,
+                        hidden_size: int = 64):
     """The tiny random Qwen2.5-VL with state tokens, its output rows fitted to reply as ``messages``
-    does over ``frames`` (default: the plan of ``engine/stream_model.py``), saved in ``directory``."""
+    does over ``frames`` (default: the plan of ``engine/stream_model.py``), saved in ``directory``.
+    ``hidden_size`` 256 gives 64-wide heads, the narrowest vLLM's CPU attention takes."""
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     from streamo.tiny_model import TinyModelSpec, build_tiny_model
 
-    base = build_tiny_model(directory.parent / "tiny-state", TinyModelSpec(with_state_tokens=True))
+    spec = TinyModelSpec(hidden_size=hidden_size, with_state_tokens=True)
+    base = build_tiny_model(directory.parent / f"tiny-state-{hidden_size}", spec)
     processor = AutoProcessor.from_pretrained(base)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32).eval()
     fit_output_rows(model, processor, messages, frames, steps, margin)

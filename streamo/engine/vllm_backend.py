@@ -1,0 +1,289 @@
+"""vLLM as the engine behind stream sessions: batching, a paged KV cache and scale-out.
+
+``VllmSession`` has ``StreamingSession``'s interface and shares its bookkeeping
+(``context.StreamContext``: turn layout, carried questions, eviction into a training
+window) and its decision rule; only the model work moves. Each second the session's whole
+context (the token ids the template and the transformers engine produce, one
+``<|image_pad|>`` per frame, which vLLM expands from the frame itself) goes to vLLM's
+``AsyncLLM`` in this process, and vLLM's automatic prefix caching finds the turns it has
+already read, so only the new turn is computed. Frames are named by a per-session id
+(``multi_modal_uuids``) and sent once: later requests reference them with no data, and
+only when vLLM's processor cache has let one go is the picture sent again.
+
+The decision is one token restricted to the three state ids with their log-probabilities
+(``logprob_token_ids``: raw, before the restriction), so bias and ``response_threshold``
+act exactly as on the transformers engine's logits (log-probabilities differ from logits
+by one constant, which the three-way softmax cancels). On ``</Response>``, a second
+request decodes the answer greedily to ``<|im_end|>`` with the same tokens banned as
+``AnswerDecoder`` bans; its prompt shares every full block with the decision's.
+
+``VllmEngine`` runs ``AsyncLLM`` on an event loop of its own thread, so synchronous
+callers (``streamo stream``, ``streamo eval``) and the server's worker threads submit
+requests the same way, and requests of different sessions run batched together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from PIL import Image
+
+from ..protocol import DEFAULT_SYSTEM_PROMPT, State, state_token_ids
+from ..video.sampling import MAX_PIXELS, MIN_PIXELS
+from .context import StreamContext
+from .decoding import AnswerDecoder, DecisionRule
+from .prompt import PromptTokens
+from .session import StreamEvent, fit_to_budget
+
+PATCH_PIXELS = 28
+"""Side of one merged patch (14-pixel patches, 2 x 2 merged): one visual token."""
+GPU_BLOCK_SIZE, CPU_BLOCK_SIZE = 16, 32
+"""KV block sizes (the smallest each platform's attention takes): prefix caching reuses whole
+blocks only, so the unfilled last block of the previous second is computed again; a stream
+turn is short (tens of tokens on small frames), and vLLM's CPU default of 128 would recompute
+several turns each second."""
+CPU_KV_CACHE_BYTES = 4 << 30
+"""KV cache on the CPU platform unless ``kv_cache_memory_bytes`` is given (vLLM's default there
+reserves 92 % of the machine's memory and refuses to start when less is free)."""
+
+
+class VllmUnavailable(RuntimeError):
+    """vLLM is not installed (``pip install -e .[vllm]``; see docs/serving.md)."""
+
+
+@dataclass(frozen=True)
+class VllmOptions:
+    """How vLLM runs the model; ``engine_args`` passes anything else to ``AsyncEngineArgs``."""
+
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
+    max_model_len: int | None = None
+    """None: the model's own limit."""
+    engine_args: Mapping[str, Any] = field(default_factory=dict)
+
+
+class VllmEngine:
+    """One ``AsyncLLM`` shared by every session opened on it; thread-safe ``generate``."""
+
+    def __init__(self, model_dir: str | Path, max_pixels: int = MAX_PIXELS, min_pixels: int = MIN_PIXELS,
+                 options: VllmOptions = VllmOptions(), max_frames: int = 1024, dtype: str | None = None) -> None:
+        try:
+            from vllm import SamplingParams
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise VllmUnavailable(f"the vllm backend needs vLLM, which is not importable here ({exc}); "
+                                  "see docs/serving.md#vllm") from None
+        from transformers import AutoTokenizer
+
+        self.SamplingParams = SamplingParams
+        self.model_dir = str(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.max_pixels, self.min_pixels = max_pixels, min_pixels
+        cpu = _cpu_platform()
+        settings: dict[str, Any] = {
+            "model": self.model_dir,
+            "dtype": dtype or ("float32" if cpu else "bfloat16"),
+            "enable_prefix_caching": True,
+            "block_size": CPU_BLOCK_SIZE if cpu else GPU_BLOCK_SIZE,
+            "limit_mm_per_prompt": {"image": max_frames, "video": 0},
+            "mm_processor_kwargs": {"max_pixels": max_pixels, "min_pixels": min_pixels},
+            "tensor_parallel_size": options.tensor_parallel_size,
+            "pipeline_parallel_size": options.pipeline_parallel_size,
+            "data_parallel_size": options.data_parallel_size,
+            "disable_log_stats": True,
+        }
+        if options.max_model_len is not None:
+            settings["max_model_len"] = options.max_model_len
+        if cpu and "gpu_memory_utilization" not in options.engine_args:
+            settings["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+        settings.update(options.engine_args)
+        self.settings = settings
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="streamo-vllm", daemon=True)
+        self._thread.start()
+        self._ids = itertools.count()
+
+        async def start():
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(**settings))
+
+        try:
+            self.llm = asyncio.run_coroutine_threadsafe(start(), self._loop).result()
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.max_model_len = self.llm.model_config.max_model_len
+        self.vocab_rows = self.llm.model_config.get_vocab_size()
+
+    def generate(self, prompt: dict[str, Any], params) -> Any:
+        """The final ``RequestOutput`` of one request (blocks the calling thread, not the loop)."""
+        request_id = f"streamo-{next(self._ids)}"
+
+        async def run():
+            final = None
+            async for output in self.llm.generate(prompt, params, request_id):
+                final = output
+            return final
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+
+    def close(self) -> None:
+        if getattr(self, "llm", None) is not None:
+            self.llm.shutdown()
+            self.llm = None
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+
+
+@dataclass
+class _Frame:
+    uuid: str
+    image: Image.Image
+    sent: bool = False
+
+
+class VllmSession:
+    """Feed frames (``push_frame``) and questions (``ask``); get one ``StreamEvent`` per frame,
+    exactly as ``StreamingSession`` does, with vLLM doing the model work."""
+
+    def __init__(
+        self,
+        engine: VllmEngine,
+        fps: float = 1.0,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        window: float | None = None,
+        eviction_block: float | None = None,
+        decision: DecisionRule | None = None,
+        max_new_tokens: int = 128,
+        max_pixels: int | None = None,
+        min_pixels: int | None = None,
+    ) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+        self.fps = fps
+        self.system_prompt = system_prompt
+        self.decision = decision or DecisionRule()
+        self.max_pixels = max_pixels or engine.max_pixels
+        self.min_pixels = min_pixels or engine.min_pixels
+        if (self.max_pixels, self.min_pixels) != (engine.max_pixels, engine.min_pixels):
+            raise ValueError("a vLLM session's pixel budget is its engine's (vLLM resizes frames by it)")
+        self.tokens = PromptTokens(self.tokenizer, fps)
+        self.context = StreamContext(self.tokens, system_prompt, window, eviction_block)
+        self.state_ids = state_token_ids(self.tokenizer)
+        self._state_list = [self.state_ids[state] for state in State]
+        self.decoder = AnswerDecoder(self.tokenizer, engine.vocab_rows, max_new_tokens)
+        self._id = uuid.uuid4().hex
+        self.last_prompt_ids: list[int] = []
+        """The prompt of the latest decision as vLLM read it (image pads expanded by vLLM)."""
+        self._answerable = self.decoder.allowed_ids()
+
+    def ask(self, text: str, t: float | None = None) -> int:
+        """Show ``text`` with the frame of moment ``t`` (or the next frame); returns its turn."""
+        return self.context.ask(text, t)
+
+    def push_frame(self, image: Image.Image, t: float | None = None) -> StreamEvent:
+        """Read the frame of moment ``t`` (None: the next turn) and decide."""
+        started = time.perf_counter()
+        turn = self.context.turn_at(t)
+        image = fit_to_budget(image, self.min_pixels, self.max_pixels)
+        grid = (image.height // PATCH_PIXELS, image.width // PATCH_PIXELS)
+        current = self.context.open_turn(turn, grid, _Frame(f"{self._id}-{turn}", image))
+        self.context.evict()
+        ids = self.context.prompt_ids(current)
+        frames = [kept.frame for kept in self.context.turns] + [current.frame]
+        if len(ids) + 1 > self.engine.max_model_len:
+            raise ValueError(f"the context holds {len(ids)} tokens, over the engine's max_model_len "
+                             f"{self.engine.max_model_len}: give the session a window")
+        params = self.engine.SamplingParams(max_tokens=1, temperature=0.0, allowed_token_ids=self._state_list,
+                                            logprob_token_ids=self._state_list, detokenize=False)
+        output = self._generate(ids, frames, params)
+        read = list(output.prompt_token_ids)
+        if read != ids:
+            raise RuntimeError(f"vLLM read {len(read)} prompt tokens where the session laid out {len(ids)}: "
+                               "its image processor sized a frame differently")
+        self.last_prompt_ids = read
+        cached = output.num_cached_tokens or 0
+        logprobs = output.outputs[0].logprobs[0]
+        state_logits = torch.tensor([logprobs[token].logprob for token in self._state_list])
+        state, probabilities = self.decision.decide(state_logits)
+        answer = self._answer(ids, frames) if state is State.RESPONSE else ""
+        self.context.close(current, state, answer)
+        latency = (time.perf_counter() - started) * 1000
+        return StreamEvent(turn / self.fps, turn, state, answer, latency, probabilities, current.questions,
+                           context_tokens=len(ids), cached_tokens=cached)
+
+    @property
+    def waiting_questions(self) -> list[tuple[int, str]]:
+        return self.context.waiting_questions
+
+    @property
+    def cache_length(self) -> int:
+        """Tokens of the latest decision's context (vLLM holds their keys and values while it can)."""
+        return len(self.last_prompt_ids)
+
+    def context_ids(self) -> list[int]:
+        """Every token the model has read or will read before the next frame."""
+        return self.context.system_ids + self.context.retained_ids()
+
+    def context_messages(self) -> list[dict[str, str]]:
+        return self.context.messages()
+
+    def _answer(self, ids: list[int], frames: list[_Frame]) -> str:
+        params = self.engine.SamplingParams(
+            max_tokens=self.decoder.max_new_tokens, temperature=0.0, allowed_token_ids=self._answerable,
+            stop_token_ids=sorted(self.decoder.stop_ids), detokenize=False,
+        )
+        tokens = list(self._generate(ids + [self.state_ids[State.RESPONSE]], frames, params).outputs[0].token_ids)
+        if tokens and tokens[-1] in self.decoder.stop_ids:
+            tokens.pop()
+        return self.decoder.text(tokens)
+
+    def _generate(self, ids: list[int], frames: list[_Frame], params) -> Any:
+        """One request; frames vLLM has seen go by id alone, and all go again if its cache dropped one."""
+        try:
+            output = self.engine.generate(self._prompt(ids, frames, resend=False), params)
+        except ValueError as exc:
+            if "not provided" not in str(exc):
+                raise
+            output = self.engine.generate(self._prompt(ids, frames, resend=True), params)
+        for frame in frames:
+            frame.sent = True
+        return output
+
+    def _prompt(self, ids: list[int], frames: list[_Frame], resend: bool) -> dict[str, Any]:
+        return {
+            "prompt_token_ids": collapse_image_pads(ids, self.tokens.image_token_id),
+            "multi_modal_data": {"image": [frame.image if resend or not frame.sent else None for frame in frames]},
+            "multi_modal_uuids": {"image": [frame.uuid for frame in frames]},
+        }
+
+
+def collapse_image_pads(ids: list[int], pad: int) -> list[int]:
+    """The prompt vLLM takes: each frame's run of image pads as one pad (vLLM expands it from the frame)."""
+    collapsed: list[int] = []
+    for token in ids:
+        if token == pad and collapsed and collapsed[-1] == pad:
+            continue
+        collapsed.append(token)
+    return collapsed
+
+
+def _cpu_platform() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
