@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -91,3 +92,16 @@ def system_prompt_file(text: str) -> str:
     if not prompt.strip():
         raise argparse.ArgumentTypeError(f"{text}: empty")
     return prompt
+
+
+def engine_arg(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` for an engine argument; VALUE is read as JSON when it parses (numbers,
+    true/false, lists, objects), else kept as text."""
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value

@@ -338,8 +338,11 @@ def _run_model_predictions(args: argparse.Namespace, predictions: Path) -> list[
         model = StreamModel(args.model, engine_settings(args), args.device)
     except ValueError as exc:  # a ModelLoadError
         raise UsageError(str(exc)) from None
-    with RecordWriter(predictions) as writer:
-        problems += predict_samples(model, samples, writer.write, progress=sys.stderr.isatty())
+    try:
+        with RecordWriter(predictions) as writer:
+            problems += predict_samples(model, samples, writer.write, progress=sys.stderr.isatty())
+    finally:
+        model.close()
     return problems
 
 
@@ -431,7 +434,10 @@ def cmd_ovobench(args: argparse.Namespace) -> int:
             model = StreamModel(args.model, engine_settings(args), args.device)
         except ValueError as exc:  # a ModelLoadError
             raise UsageError(str(exc)) from None
-        results, runs = ovobench_run(items, model, progress=sys.stderr.isatty())
+        try:
+            results, runs = ovobench_run(items, model, progress=sys.stderr.isatty())
+        finally:
+            model.close()
         report["latency"] = latency_score(runs)
     else:
         from .model_eval import ovobench_replies

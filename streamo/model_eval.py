@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
 
 from .convert import resolve_video
 from .jsonfiles import iter_records
@@ -40,6 +40,13 @@ class EngineSettings:
     max_pixels: int | None = None
     """None: the checkpoint's training budget (``training_max_pixels``)."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    backend: str = "transformers"
+    """What runs the model: ``transformers`` (the KV-cache engine) or ``vllm``."""
+    vllm: Mapping[str, Any] = field(default_factory=dict)
+    """``VllmOptions`` fields for the vllm backend."""
+
+
+BACKENDS = ("transformers", "vllm")
 
 
 @dataclass
@@ -49,14 +56,28 @@ class EvalSample:
 
 
 class StreamModel:
-    """A loaded checkpoint and the settings to open sessions on it."""
+    """A loaded checkpoint and the settings to open sessions on it, on either backend."""
 
     def __init__(self, path: str | os.PathLike[str], settings: EngineSettings, device: str | None = None) -> None:
-        from .engine.loading import load_stream_model, training_max_pixels
+        from .engine.loading import ModelLoadError, load_stream_model, load_stream_processor, training_max_pixels
 
-        self.model, self.processor = load_stream_model(path, device)
+        if settings.backend not in BACKENDS:
+            raise ModelLoadError(f"unknown backend {settings.backend!r} (choose from {', '.join(BACKENDS)})")
         self.settings = settings
         self.max_pixels = settings.max_pixels or training_max_pixels(path)
+        self.model = self.engine = None
+        if settings.backend == "transformers":
+            self.model, self.processor = load_stream_model(path, device)
+            return
+        from .engine.vllm_backend import VllmOptions, start_engine
+        from .video import MIN_PIXELS
+
+        if device is not None:
+            raise ModelLoadError("--device is the transformers backend's; vLLM places the model on its platform's "
+                                 "devices (CUDA_VISIBLE_DEVICES chooses GPUs)")
+        self.processor = load_stream_processor(path)
+        self.engine = start_engine(path, self.max_pixels, MIN_PIXELS, VllmOptions(**settings.vllm),
+                                   settings.window, settings.fps)
 
     def with_settings(self, settings: EngineSettings) -> "StreamModel":
         """The same loaded weights with other engine settings (no second copy of the model)."""
@@ -67,15 +88,26 @@ class StreamModel:
 
     def session(self, bias: dict[State, float] | None = None):
         from .engine.decoding import DecisionRule
-        from .engine.session import StreamingSession
 
         settings = self.settings
-        return StreamingSession(
-            self.model, self.processor, fps=settings.fps, system_prompt=settings.system_prompt, window=settings.window,
+        options = dict(
+            fps=settings.fps, system_prompt=settings.system_prompt, window=settings.window,
             eviction_block=settings.eviction_block,
             decision=DecisionRule(bias=bias or {}, response_threshold=settings.response_threshold),
             max_new_tokens=settings.max_new_tokens, max_pixels=self.max_pixels,
         )
+        if self.engine is not None:
+            from .engine.vllm_backend import VllmSession
+
+            return VllmSession(self.engine, **options)
+        from .engine.session import StreamingSession
+
+        return StreamingSession(self.model, self.processor, **options)
+
+    def close(self) -> None:
+        """Stop the vLLM engine (its processes); nothing to do for transformers."""
+        if self.engine is not None:
+            self.engine.close()
 
     def frames(self, video: str, turns: int) -> Iterator[tuple[int, Any]]:
         """(turn, image) of the first ``turns`` turns of ``video``; raises VideoError when unreadable."""
@@ -209,8 +241,17 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
     return EngineSettings(
         fps=args.fps, window=args.window, eviction_block=args.eviction_block,
         response_threshold=args.response_threshold, max_new_tokens=args.max_new_tokens, max_pixels=args.max_pixels,
-        system_prompt=args.system_prompt or DEFAULT_SYSTEM_PROMPT,
+        system_prompt=args.system_prompt or DEFAULT_SYSTEM_PROMPT, backend=args.backend, vllm=vllm_options(args),
     )
+
+
+def vllm_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The vLLM flags of ``add_engine_options`` as ``VllmOptions`` fields."""
+    return {
+        "tensor_parallel_size": args.tensor_parallel_size, "pipeline_parallel_size": args.pipeline_parallel_size,
+        "data_parallel_size": args.data_parallel_size, "max_model_len": args.max_model_len,
+        "engine_args": dict(args.vllm_arg),
+    }
 
 
 def ovobench_run(items: list, model: StreamModel, progress: bool = False) -> tuple[list, list]:

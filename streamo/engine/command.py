@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..argtypes import positive_float, positive_int, probability, seconds, system_prompt_file
-from ..protocol import DEFAULT_SYSTEM_PROMPT, State, format_seconds, time_tag, turn_count, turn_of
+from ..argtypes import engine_arg, positive_float, positive_int, probability, seconds, system_prompt_file
+from ..protocol import State, format_seconds, time_tag, turn_count, turn_of
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
@@ -52,6 +52,19 @@ def add_engine_options(parser: argparse.ArgumentParser, window: float | None = N
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--system-prompt-file", dest="system_prompt", type=system_prompt_file, metavar="FILE",
                         help="UTF-8 file with the system prompt the model was trained with (default: Streamo's built-in prompt)")
+    parser.add_argument("--backend", choices=["transformers", "vllm"], default="transformers",
+                        help="what runs the model: transformers (the KV-cache engine, exact, runs anywhere) or vllm "
+                        "(batched sessions, paged KV cache, several GPUs; needs the vllm extra) (default: transformers)")
+    vllm = parser.add_argument_group("vLLM backend", "with --backend vllm (docs/serving.md#vllm)")
+    vllm.add_argument("--tensor-parallel-size", type=positive_int, default=1, metavar="N", help="GPUs one model is split over (default: 1)")
+    vllm.add_argument("--pipeline-parallel-size", type=positive_int, default=1, metavar="N",
+                      help="pipeline stages, e.g. one per node (default: 1)")
+    vllm.add_argument("--data-parallel-size", type=positive_int, default=1, metavar="N",
+                      help="model replicas behind one engine (default: 1)")
+    vllm.add_argument("--max-model-len", type=positive_int, metavar="TOKENS", help="longest context in tokens (default: the model's)")
+    vllm.add_argument("--vllm-arg", action="append", type=engine_arg, default=[], metavar="KEY=VALUE",
+                      help="any other vLLM engine argument (an AsyncEngineArgs field; VALUE as JSON when it parses), "
+                      "e.g. gpu_memory_utilization=0.85 or kv_cache_memory_bytes=8589934592 (repeatable)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -177,8 +190,9 @@ def format_line(event, fps: float) -> str:
 
 
 def run_stream(args: argparse.Namespace) -> int:
+    from ..model_eval import StreamModel, engine_settings
     from ..video import MIN_PIXELS
-    from .loading import ModelLoadError, load_stream_model, training_max_pixels
+    from .loading import ModelLoadError, training_max_pixels
 
     if args.window is not None and args.window * args.fps < 2:
         raise StreamInputError(f"--window must hold at least 2 frames at {args.fps:g} fps")
@@ -188,19 +202,18 @@ def run_stream(args: argparse.Namespace) -> int:
     source = open_input(args.video, args.fps, max_pixels, MIN_PIXELS)
     questions = gather_questions(args, source)
     try:
-        model, processor = load_stream_model(args.model, args.device)
+        model = StreamModel(args.model, engine_settings(args), args.device)
     except ModelLoadError as exc:
         raise StreamInputError(str(exc)) from None
-
-    from .decoding import DecisionRule
-    from .session import StreamingSession
-
     try:
-        session = StreamingSession(
-            model, processor, fps=args.fps, system_prompt=args.system_prompt or DEFAULT_SYSTEM_PROMPT, window=args.window,
-            eviction_block=args.eviction_block, decision=DecisionRule(response_threshold=args.response_threshold),
-            max_new_tokens=args.max_new_tokens, max_pixels=max_pixels,
-        )
+        return _play(args, model, source, questions)
+    finally:
+        model.close()
+
+
+def _play(args: argparse.Namespace, model, source: FrameInput, questions: list[tuple[float, str]]) -> int:
+    try:
+        session = model.session()
     except ValueError as exc:
         raise StreamInputError(str(exc)) from None
     for moment, text in questions:

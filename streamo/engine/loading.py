@@ -29,11 +29,10 @@ def training_max_pixels(path: str | os.PathLike[str]) -> int:
     return int(text) if text.isdigit() and int(text) > 0 else MAX_PIXELS
 
 
-def load_stream_model(path: str | os.PathLike[str], device: str | None = None):
-    """``(model, processor)`` from a checkpoint directory, in eval mode on ``device``
-    (default: CUDA when available); bf16 on GPU, fp32 on CPU."""
-    import torch
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+def load_stream_processor(path: str | os.PathLike[str]):
+    """The checkpoint's ``AutoProcessor``, once the directory is checked to be a full
+    checkpoint whose tokenizer holds the three state tokens."""
+    from transformers import AutoProcessor
 
     folder = Path(path)
     if not folder.is_dir():
@@ -42,7 +41,6 @@ def load_stream_model(path: str | os.PathLike[str], device: str | None = None):
         if (folder / "adapter_config.json").is_file():
             raise ModelLoadError(f"{folder}: a LoRA adapter; merge it first (swift export --adapters {folder} --merge_lora true)")
         raise ModelLoadError(f"{folder}: no config.json, not a model checkpoint")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         processor = AutoProcessor.from_pretrained(folder)
     except (OSError, ValueError) as exc:
@@ -51,6 +49,18 @@ def load_stream_model(path: str | os.PathLike[str], device: str | None = None):
         state_token_ids(processor.tokenizer)
     except StateTokenError as exc:
         raise ModelLoadError(f"{folder}: {exc}") from None
+    return processor
+
+
+def load_stream_model(path: str | os.PathLike[str], device: str | None = None):
+    """``(model, processor)`` from a checkpoint directory, in eval mode on ``device``
+    (default: CUDA when available); bf16 on GPU, fp32 on CPU."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    folder = Path(path)
+    processor = load_stream_processor(folder)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     try:
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")

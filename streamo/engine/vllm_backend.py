@@ -25,6 +25,7 @@ requests the same way, and requests of different sessions run batched together.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import threading
 import time
@@ -38,8 +39,9 @@ from PIL import Image
 
 from ..protocol import DEFAULT_SYSTEM_PROMPT, State, state_token_ids
 from ..video.sampling import MAX_PIXELS, MIN_PIXELS
-from .context import StreamContext
+from .context import StreamContext, window_turns
 from .decoding import AnswerDecoder, DecisionRule
+from .loading import ModelLoadError
 from .prompt import PromptTokens
 from .session import StreamEvent, fit_to_budget
 
@@ -50,12 +52,14 @@ GPU_BLOCK_SIZE, CPU_BLOCK_SIZE = 16, 32
 blocks only, so the unfilled last block of the previous second is computed again; a stream
 turn is short (tens of tokens on small frames), and vLLM's CPU default of 128 would recompute
 several turns each second."""
+UNBOUNDED_FRAMES = 1024
+"""Frames one prompt may hold when sessions have no window (vLLM wants a bound)."""
 CPU_KV_CACHE_BYTES = 4 << 30
 """KV cache on the CPU platform unless ``kv_cache_memory_bytes`` is given (vLLM's default there
 reserves 92 % of the machine's memory and refuses to start when less is free)."""
 
 
-class VllmUnavailable(RuntimeError):
+class VllmUnavailable(ModelLoadError):
     """vLLM is not installed (``pip install -e .[vllm]``; see docs/serving.md)."""
 
 
@@ -75,14 +79,10 @@ class VllmEngine:
     """One ``AsyncLLM`` shared by every session opened on it; thread-safe ``generate``."""
 
     def __init__(self, model_dir: str | Path, max_pixels: int = MAX_PIXELS, min_pixels: int = MIN_PIXELS,
-                 options: VllmOptions = VllmOptions(), max_frames: int = 1024, dtype: str | None = None) -> None:
-        try:
-            from vllm import SamplingParams
-            from vllm.engine.arg_utils import AsyncEngineArgs
-            from vllm.v1.engine.async_llm import AsyncLLM
-        except ImportError as exc:
-            raise VllmUnavailable(f"the vllm backend needs vLLM, which is not importable here ({exc}); "
-                                  "see docs/serving.md#vllm") from None
+                 options: VllmOptions = VllmOptions(), max_frames: int = UNBOUNDED_FRAMES) -> None:
+        from vllm import SamplingParams
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
         from transformers import AutoTokenizer
 
         self.SamplingParams = SamplingParams
@@ -92,7 +92,7 @@ class VllmEngine:
         cpu = _cpu_platform()
         settings: dict[str, Any] = {
             "model": self.model_dir,
-            "dtype": dtype or ("float32" if cpu else "bfloat16"),
+            "dtype": "float32" if cpu else "bfloat16",  # as the transformers engine loads it
             "enable_prefix_caching": True,
             "block_size": CPU_BLOCK_SIZE if cpu else GPU_BLOCK_SIZE,
             "limit_mm_per_prompt": {"image": max_frames, "video": 0},
@@ -146,6 +146,27 @@ class VllmEngine:
         if self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=30)
+
+
+def start_engine(model_dir: str | Path, max_pixels: int, min_pixels: int, options: VllmOptions,
+                 window: float | None, fps: float) -> VllmEngine:
+    """A ``VllmEngine`` for sessions with this window, or a ``ModelLoadError`` that says why not."""
+    try:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+    except ImportError as exc:
+        raise VllmUnavailable(f"the vllm backend needs vLLM, which is not importable here ({exc}); "
+                              "see docs/serving.md#vllm") from None
+    known = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+    unknown = sorted(set(options.engine_args) - known)
+    if unknown:
+        raise ModelLoadError(f"--vllm-arg {unknown[0]}: not a vLLM engine argument (AsyncEngineArgs field)")
+    turns, _ = window_turns(window, None, fps)
+    # Frames per prompt: a window's worth (plus the new one), or as many as an unbounded context may hold.
+    max_frames = turns + 1 if turns is not None else UNBOUNDED_FRAMES
+    try:
+        return VllmEngine(model_dir, max_pixels, min_pixels, options, max_frames)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ModelLoadError(f"{model_dir}: vLLM could not start the model: {exc}") from None
 
 
 @dataclass

@@ -71,13 +71,17 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(api_key=key, max_sessions=args.max_sessions, max_queue=args.max_queue,
                              idle_timeout=args.idle_timeout, sources=roots, allow_urls=args.allow_urls)
     state = AppState(settings, Path(args.model).resolve().name, model.session, args.fps, args.window,
-                     args.response_threshold, model.max_pixels, MIN_PIXELS)
+                     args.response_threshold, model.max_pixels, MIN_PIXELS, args.backend)
     scheme = "https" if args.ssl_certfile else "http"
-    print(f"streamo serve: {args.model} at {scheme}://{args.host}:{args.port}/ (page), sessions on /v1/stream; "
-          f"API key {'required' if key else 'not required (loopback)'}", file=sys.stderr, flush=True)
-    # No per-message deflate: frames are JPEG/PNG already, compressing them again only costs time.
-    uvicorn.run(create_app(state), host=args.host.strip("[]"), port=args.port, ws_max_size=settings.transport_max_bytes,
-                ws_per_message_deflate=False, ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile, log_level="info")
+    print(f"streamo serve: {args.model} on {args.backend} at {scheme}://{args.host}:{args.port}/ (page), sessions on "
+          f"/v1/stream; API key {'required' if key else 'not required (loopback)'}", file=sys.stderr, flush=True)
+    try:
+        # No per-message deflate: frames are JPEG/PNG already, compressing them again only costs time.
+        uvicorn.run(create_app(state), host=args.host.strip("[]"), port=args.port, ws_max_size=settings.transport_max_bytes,
+                    ws_per_message_deflate=False, ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile,
+                    log_level="info")
+    finally:
+        model.close()
     return 0
 
 

@@ -117,6 +117,8 @@ class Ready(_Message):
     type: Literal["ready"] = "ready"
     session: str
     model: str
+    backend: str = "transformers"
+    """What runs the model: ``transformers`` or ``vllm``."""
     fps: float
     window: float | None
     """Seconds of turns the model keeps; null: the whole stream."""
@@ -149,6 +151,10 @@ class Event(_Message):
     """Frames of this session still waiting for the model."""
     dropped: int
     """Frames of this session dropped (queue full) since the previous event."""
+    context_tokens: int = 0
+    """Tokens the model attended to for this decision."""
+    cached_tokens: int = 0
+    """Of those, the tokens read from the cache (the transformers engine's KV cache, vLLM's prefix cache)."""
 
 
 class Error(_Message):

@@ -1,8 +1,11 @@
-"""Many live sessions, one model: every session's work runs in one model thread, fairly.
+"""Many live sessions, one model: every session's work runs in model threads, fairly.
 
 Each session has a FIFO of work (its start, questions, frames, markers) so a question lands
-between the frames it was asked between. The model thread serves the sessions round-robin,
-one item each in turn, so a flooding session cannot starve a quiet one. Only frames are
+between the frames it was asked between. The model threads serve the sessions round-robin,
+one item each in turn, so a flooding session cannot starve a quiet one; a session has at
+most one item in progress, so its items run in order. The transformers engine runs in one
+thread (its sessions share one model and one device stream); the vLLM backend gets a thread
+per session, so that every session's next request can be in vLLM's batch at once. Only frames are
 bounded: when ``max_queue`` frames wait, the oldest waiting frame is dropped and counted,
 and the next decided frame reports the count. Frames keep their absolute times, so a
 dropped second leaves a gap in turn numbers, as the engine allows.
@@ -77,14 +80,18 @@ class _Session:
     dropped_since_event: int = 0
     engine: Any = None
     removed: bool = False
+    busy: bool = False
+    """An item of this session is being executed."""
 
 
 class Scheduler:
-    """Runs the sessions opened on it with ``open_engine()`` engine sessions, in one thread."""
+    """Runs the sessions opened on it with ``open_engine()`` engine sessions, in ``threads`` model threads."""
 
-    def __init__(self, open_engine: Callable[[], Any], max_queue: int) -> None:
+    def __init__(self, open_engine: Callable[[], Any], max_queue: int, threads: int = 1) -> None:
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         self._open_engine = open_engine
         self.max_queue = max_queue
         self._cond = threading.Condition()
@@ -92,8 +99,9 @@ class Scheduler:
         self._ring: list[str] = []
         self._turn = 0
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="streamo-model", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"streamo-model-{n}", daemon=True) for n in range(threads)]
+        for thread in self._threads:
+            thread.start()
 
     # ------------------------------------------------------------ event-loop side
 
@@ -156,7 +164,8 @@ class Scheduler:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
     def _submit(self, session_id: str, item: Any) -> None:
         with self._cond:
@@ -170,8 +179,9 @@ class Scheduler:
         for step in range(count):
             position = (self._turn + step) % count
             session = self._sessions[self._ring[position]]
-            if session.work:
+            if session.work and not session.busy:
                 self._turn = position + 1
+                session.busy = True
                 item = session.work.popleft()
                 if isinstance(item, _Frame):
                     session.frames_waiting -= 1
@@ -202,6 +212,10 @@ class Scheduler:
             del engine
             if result is not None and not session.removed:
                 session.deliver(result)
+            with self._cond:
+                session.busy = False
+                if session.work:
+                    self._cond.notify()
 
     def _execute(self, session: _Session, engine: Any, decision: DecisionRule, item: Any) -> Any:
         if isinstance(item, _Ask):

@@ -140,6 +140,10 @@ class Metrics:
             buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
         self.errors = Counter("streamo_errors", "Errors sent to clients", ["code"], registry=self.registry)
+        self.context_tokens = Counter("streamo_context_tokens", "Tokens attended to by decisions", registry=self.registry)
+        self.cached_tokens = Counter("streamo_cached_tokens",
+                                     "Of those, tokens read from the (KV or prefix) cache; the ratio is the cache hit rate",
+                                     registry=self.registry)
 
 
 @dataclass
@@ -375,10 +379,13 @@ class LiveConnection:
             metrics.responses.inc(event.state is State.RESPONSE)
             metrics.latency.observe(event.latency_ms / 1000)
             metrics.wait.observe(result.wait_ms / 1000)
+            metrics.context_tokens.inc(event.context_tokens)
+            metrics.cached_tokens.inc(event.cached_tokens)
             self._emit(Event(
                 t=event.t, turn=event.turn, state=event.state, text=event.text, latency_ms=round(event.latency_ms, 3),
                 wait_ms=round(result.wait_ms, 3), probabilities={s: round(p, 6) for s, p in event.probabilities.items()},
                 questions=event.questions, waiting=result.waiting, dropped=result.dropped,
+                context_tokens=event.context_tokens, cached_tokens=event.cached_tokens,
             ))
         elif isinstance(result, Failed):
             self.pending -= result.frame
@@ -418,10 +425,15 @@ class AppState:
     """What every connection shares: settings, the model's facts, the scheduler and metrics."""
 
     def __init__(self, settings: ServeSettings, model_name: str, open_engine: Callable[[], Any], fps: float,
-                 window: float | None, response_threshold: float | None, max_pixels: int, min_pixels: int) -> None:
+                 window: float | None, response_threshold: float | None, max_pixels: int, min_pixels: int,
+                 backend: str = "transformers") -> None:
         self.settings = settings
         self.model_name = model_name
         self.open_engine = open_engine
+        self.backend = backend
+        # vLLM batches whatever requests are in flight: one model thread per session keeps each
+        # session's next request there; the transformers engine reads one session at a time.
+        self.model_threads = settings.max_sessions if backend == "vllm" else 1
         self.fps = fps
         self.window = window
         self.response_threshold = response_threshold
@@ -434,7 +446,7 @@ class AppState:
     def ready(self, session_id: str) -> Ready:
         s = self.settings
         return Ready(
-            session=session_id, model=self.model_name, fps=self.fps, window=self.window,
+            session=session_id, model=self.model_name, backend=self.backend, fps=self.fps, window=self.window,
             response_threshold=self.response_threshold,
             limits=Limits(
                 max_message_bytes=s.max_message_bytes, max_frame_bytes=s.max_frame_bytes,
@@ -446,11 +458,11 @@ class AppState:
 
 
 def create_app(state: AppState) -> FastAPI:
-    """The ASGI app; the scheduler (and its model thread) lives as long as the app runs."""
+    """The ASGI app; the scheduler (and its model threads) lives as long as the app runs."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state.scheduler = Scheduler(state.open_engine, state.settings.max_queue)
+        state.scheduler = Scheduler(state.open_engine, state.settings.max_queue, state.model_threads)
         try:
             yield
         finally:
