@@ -18,6 +18,8 @@ from PIL import Image
 
 from streamo.protocol import DEFAULT_SYSTEM_PROMPT, State, assistant_text, user_text
 
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "dataset" / "example"
 FRAME_SIZE = (84, 56)  # width, height: 2x3 merged patches, a non-square M-RoPE grid
 MAX_PIXELS = FRAME_SIZE[0] * FRAME_SIZE[1]
 QUESTION = "What happens to the square?"
@@ -130,3 +132,17 @@ def fitted_stream_model(directory: Path, messages=None, frames=None, steps: int 
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return StreamModel(model, processor, directory)
+
+
+def example_fitted_model(directory: Path, sample: int = 2, hidden_size: int = 64) -> StreamModel:
+    """A tiny model fitted with wide margins to play stream sample ``sample`` of the shipped example
+    (default: the Narration sample on synth_0000: silence, standby and responses with answers), so
+    that small numeric differences (a browser's decoder, another engine's kernels) flip no decision."""
+    import json
+
+    from streamo.video import MIN_PIXELS, iter_frames
+
+    record = json.loads((EXAMPLE / "stream_format.json").read_text(encoding="utf-8"))[sample]
+    video = REPO / record["videos"][0]
+    frames = [sampled.image for sampled in iter_frames(video, 1.0, MAX_PIXELS, MIN_PIXELS)]
+    return fitted_stream_model(directory, record["messages"], frames, steps=3000, margin=3.0, hidden_size=hidden_size)

@@ -19,11 +19,11 @@ from streamo.protocol import State, parse_stream_messages
 from streamo.video import iter_frames
 
 pytest.importorskip("swift")
-template_module = pytest.importorskip("streamo.swift_plugin.template")
+
+from .templates import stream_template  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "dataset" / "example" / "stream_format.json"
-SPECIAL_TOKENS_FILE = REPO / "configs" / "special_tokens.txt"
 SMALL_FRAMES = 56 * 84
 
 
@@ -48,15 +48,7 @@ def example():
 
 @pytest.fixture(scope="module")
 def template(stream_model):
-    from swift.model import get_model_processor
-    from swift.template import get_template
-
-    tokens = SPECIAL_TOKENS_FILE.read_text(encoding="utf-8").split()
-    _, processor = get_model_processor(str(stream_model.directory), load_model=False, new_special_tokens=tokens)
-    template_module.register_stream_template()
-    encoder = get_template(processor, template_type=template_module.TEMPLATE_TYPE, max_pixels=SMALL_FRAMES)
-    encoder.set_mode("train")
-    return encoder
+    return stream_template(stream_model.directory, SMALL_FRAMES)
 
 
 def _play(stream_model, timeline, video, **options):

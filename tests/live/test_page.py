@@ -114,17 +114,11 @@ SAMPLE = 2
 
 @pytest.fixture(scope="module")
 def example_model(tmp_path_factory):
-    """A tiny model fitted to play sample ``SAMPLE`` of the shipped example exactly, with wide margins,
-    so that the few pixel levels a browser's decoder differs by cannot flip a decision."""
-    import json
+    """The tiny model fitted to play sample ``SAMPLE`` of the shipped example exactly, with margins
+    wide enough that the few pixel levels a browser's decoder differs by cannot flip a decision."""
+    from engine.stream_model import example_fitted_model
 
-    from engine.stream_model import fitted_stream_model
-    from streamo.video import MIN_PIXELS, iter_frames
-
-    record = json.loads((EXAMPLE / "stream_format.json").read_text())[SAMPLE]
-    frames = [sampled.image for sampled in iter_frames(EXAMPLE_VIDEO, 1.0, MAX_PIXELS, MIN_PIXELS)]
-    return fitted_stream_model(tmp_path_factory.mktemp("models") / "example", record["messages"], frames,
-                               steps=3000, margin=3.0)
+    return example_fitted_model(tmp_path_factory.mktemp("models") / "example", SAMPLE)
 
 
 @pytest.fixture(scope="module")
