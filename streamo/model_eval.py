@@ -79,6 +79,10 @@ class StreamModel:
         self.engine = start_engine(path, self.max_pixels, MIN_PIXELS, VllmOptions(**settings.vllm),
                                    settings.window, settings.fps)
 
+    @property
+    def backend(self) -> str:
+        return "transformers" if self.engine is None else "vllm"
+
     def with_settings(self, settings: EngineSettings) -> "StreamModel":
         """The same loaded weights with other engine settings (no second copy of the model)."""
         other = copy.copy(self)

@@ -134,7 +134,14 @@ class VllmEngine:
                 final = output
             return final
 
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+        try:
+            return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+        except Exception as exc:
+            cause = exc.__cause__
+            if cause is None or str(exc):
+                raise
+            # AsyncLLM reports a refused input as a bare EngineGenerateError: say what it was.
+            raise RuntimeError(f"vLLM refused the request: {type(cause).__name__}: {cause}") from exc
 
     def close(self) -> None:
         if getattr(self, "llm", None) is not None:
@@ -278,8 +285,8 @@ class VllmSession:
         """One request; frames vLLM has seen go by id alone, and all go again if its cache dropped one."""
         try:
             output = self.engine.generate(self._prompt(ids, frames, resend=False), params)
-        except ValueError as exc:
-            if "not provided" not in str(exc):
+        except Exception as exc:
+            if not _frame_cache_miss(exc):
                 raise
             output = self.engine.generate(self._prompt(ids, frames, resend=True), params)
         for frame in frames:
@@ -302,6 +309,16 @@ def collapse_image_pads(ids: list[int], pad: int) -> list[int]:
             continue
         collapsed.append(token)
     return collapsed
+
+
+def _frame_cache_miss(exc: BaseException | None) -> bool:
+    """vLLM refused a frame sent by id alone: its processor cache no longer holds it (AsyncLLM
+    wraps the processor's ValueError in an EngineGenerateError)."""
+    while exc is not None:
+        if isinstance(exc, ValueError) and "Cache miss" in str(exc):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def _cpu_platform() -> bool:

@@ -87,3 +87,33 @@ def test_prefix_cache_serves_the_turns_already_read(vllm_model):
         # block, the reply and the new turn are computed.
         assert event.cached_tokens >= previous.context_tokens // block * block
         assert event.cached_tokens < event.context_tokens
+
+
+def test_a_frame_vllm_no_longer_holds_is_sent_again(vllm_model, monkeypatch):
+    samples, _ = load_eval_samples(EXAMPLE / "raw_data.json", video_prefix=str(EXAMPLE))
+    image = next(vllm_model.frames(samples[0].video, 1))[1]
+    expected = vllm_model.session().push_frame(image, 0.0)
+    session = vllm_model.session()
+    opened, requests = session.context.open_turn, []
+
+    def claimed_sent(*args, **kwargs):
+        # As if vLLM had read this frame before and its processor cache had since let it go.
+        turn = opened(*args, **kwargs)
+        turn.frame.sent = True
+        return turn
+
+    generate = vllm_model.engine.generate
+    monkeypatch.setattr(session.context, "open_turn", claimed_sent)
+    monkeypatch.setattr(vllm_model.engine, "generate", lambda prompt, params: requests.append(prompt) or generate(prompt, params))
+    event = session.push_frame(image, 0.0)
+    assert [prompt["multi_modal_data"]["image"][0] is None for prompt in requests] == [True, False]
+    assert (event.state, event.text, event.probabilities) == (expected.state, expected.text, expected.probabilities)
+
+
+def test_a_context_over_max_model_len_says_to_give_a_window(vllm_model, monkeypatch):
+    monkeypatch.setattr(vllm_model.engine, "max_model_len", 120)
+    session = vllm_model.session()
+    samples, _ = load_eval_samples(EXAMPLE / "raw_data.json", video_prefix=str(EXAMPLE))
+    with pytest.raises(ValueError, match="over the engine's max_model_len 120: give the session a window"):
+        for turn, image in vllm_model.frames(samples[0].video, 10):
+            session.push_frame(image, float(turn))

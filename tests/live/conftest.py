@@ -19,6 +19,11 @@ from streamo.model_eval import EngineSettings, StreamModel
 from streamo.video import MIN_PIXELS
 
 
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_VIDEO = REPO / "dataset" / "example" / "videos" / "synth_0000.mp4"
+EXAMPLE_RAW = REPO / "dataset" / "example" / "raw_data.json"
+
+
 @dataclass
 class Running:
     url: str
@@ -35,8 +40,10 @@ def loaded_model(stream_model) -> StreamModel:
 def running_server(model: StreamModel, settings: ServeSettings | None = None, window: float | None = None,
                    response_threshold: float | None = None):
     settings = settings or ServeSettings()
-    engine = model.with_settings(EngineSettings(window=window, response_threshold=response_threshold, max_pixels=MAX_PIXELS))
-    state = AppState(settings, "fitted-tiny", engine.session, 1.0, window, response_threshold, model.max_pixels, MIN_PIXELS)
+    engine = model.with_settings(EngineSettings(window=window, response_threshold=response_threshold,
+                                                max_pixels=model.max_pixels))
+    state = AppState(settings, "fitted-tiny", engine.session, 1.0, window, response_threshold, model.max_pixels, MIN_PIXELS,
+                     model.backend)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -83,3 +90,15 @@ def wait_until(condition, seconds: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def example_questions(client, sample: int = 0) -> list[tuple[float, str]]:
+    """The questions of raw sample ``sample`` of the shipped example, placed as ``streamo client`` places them."""
+    import argparse
+
+    from streamo.engine.command import gather_questions
+    from streamo.live.client import open_video
+
+    source = open_video(client, str(EXAMPLE_VIDEO))
+    args = argparse.Namespace(at=[], question=[], questions=EXAMPLE_RAW, sample=sample, fps=1.0)
+    return gather_questions(args, source)

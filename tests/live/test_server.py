@@ -16,6 +16,7 @@ from streamo.live.client import LiveClient, encode_png, stream_video
 from streamo.live.server import ServeSettings
 from streamo.protocol import State
 
+from .conftest import example_questions as _example_questions
 from .conftest import running_server, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,17 +85,6 @@ def test_shipped_example_over_the_socket_and_as_a_server_source(loaded_model, st
             return lines
 
         assert asyncio.run(play()) == expected
-
-
-def _example_questions(client) -> list[tuple[float, str]]:
-    import argparse
-
-    from streamo.engine.command import gather_questions
-    from streamo.live.client import open_video
-
-    source = open_video(client, str(EXAMPLE_VIDEO))
-    args = argparse.Namespace(at=[], question=[], questions=EXAMPLE_RAW, sample=0, fps=1.0)
-    return gather_questions(args, source)
 
 
 def test_eight_sessions_at_once_each_get_their_own_exact_stream(server):
