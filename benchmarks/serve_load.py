@@ -1,5 +1,7 @@
-"""Load on ``streamo serve``: how many live 1-fps sessions one server holds, and what it adds
-to the engine's own time. Measured side by side in one run:
+"""Load on ``streamo serve``: how many live 1-fps sessions one server holds on each backend
+(``--backend transformers vllm``: both, one after the other, in the same run on the same machine
+and model), and what the server adds to the engine's own time. Measured side by side in one run,
+per backend:
 
 * ``engine_only_ms``: the same frames through one ``StreamingSession`` in this process (mean
   decision time, no server);
@@ -15,15 +17,32 @@ to the engine's own time. Measured side by side in one run:
   next turns (one frame's tokens each, on a KV cache of ``--batch-context`` tokens) read in one
   forward pass of batch ``--batch`` against as many forward passes of batch 1 (equal lengths, no
   padding: an upper bound on the gain);
+* saturation: ``--saturation-sessions`` sessions each send ``--saturation-frames`` frames as
+  fast as the server takes them (``max_queue`` in flight, nothing dropped):
+  ``decisions_per_s`` is events over wall time; with the default 130 frames every session's
+  120-s window has filled and evicted once, and ``rss_per_session_mb`` is the server's memory
+  (its process and children: vLLM's engine core holds the KV cache) then, less before the
+  first session, over the sessions;
+* the cache: every event says how many of the tokens the decision attended to came from the
+  cache (the transformers engine's KV cache, vLLM's prefix cache). ``prefix_hit_rate`` is
+  cached over context tokens, summed over every decision but each session's first and the
+  eviction seconds (when the window is laid out anew); ``prefix_hit_rate_min`` and
+  ``decisions_at_95`` (the share of those decisions at 95 % or more) per decision;
+  ``reused_of_read`` is cached over what the session had read by the second before (1.0: only
+  the new turn is computed; below, the unfilled last KV block is recomputed);
 * a soak of ``--soak-sessions`` sessions for ``--soak-seconds``: the server's resident memory
   (RSS) sampled every 5 s; ``rss_growth`` is the end against the first sample 30 s after the
   sessions' windows (120 s) are full, when every cache has reached its bound.
 
+With two backends the line also holds ``vllm_over_transformers``: the ratios of sustained
+sessions and of decisions per second at saturation, whichever way they go.
+
 The server is the real ``streamo serve`` command in its own process; clients are asyncio
-sessions of ``streamo.live.client`` in this one. Default model: the tiny random
-Qwen2.5-VL with state tokens (built locally, nothing downloaded) and 56x56 frames from the
-shipped example videos; ``--config 7b`` builds a random full-size Qwen2.5-VL-7B (for a GPU,
-with 128 visual tokens a frame). Prints ONE JSON line.
+sessions of ``streamo.live.client`` in this one. Default model: the tiny random Qwen2.5-VL with
+state tokens and 64-wide heads (hidden size 256: vLLM's CPU attention takes no narrower; built
+locally, nothing downloaded) and 56x56 frames from the shipped example videos; ``--config 7b``
+builds a random full-size Qwen2.5-VL-7B (for a GPU, with 128 visual tokens a frame). The
+engine-only time and the batching bound are the transformers engine's. Prints ONE JSON line.
 """
 
 from __future__ import annotations
@@ -54,6 +73,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, help="checkpoint (default: a random model of --config with state tokens)")
     parser.add_argument("--config", choices=["tiny", "3b", "7b"], default="tiny",
                         help="random model built locally when --model is not given (default: tiny)")
+    parser.add_argument("--backend", nargs="+", choices=["transformers", "vllm"], default=["transformers"],
+                        help="backends to measure, one after the other in this run (default: transformers)")
+    parser.add_argument("--kv-cache-gib", type=float, default=4.0,
+                        help="vLLM's KV cache on a CPU (kv_cache_memory_bytes; default: 4)")
+    parser.add_argument("--max-model-len", type=int, default=8192,
+                        help="vLLM's longest context in tokens (default: 8192, over a 120-s window of small frames)")
     parser.add_argument("--device", help="torch device (default: cpu for tiny, cuda otherwise)")
     parser.add_argument("--max-pixels", type=int,
                         help="pixel budget per frame (default: 3136 = 4 visual tokens for tiny, 100352 = 128 otherwise)")
@@ -64,6 +89,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--soak-sessions", type=int, default=8, help="sessions in the soak (default: 8)")
     parser.add_argument("--soak-seconds", type=float, default=600.0, help="soak length; 0 skips it (default: 600)")
     parser.add_argument("--engine-frames", type=int, default=40, help="frames timed for engine_only_ms (default: 40)")
+    parser.add_argument("--saturation-sessions", type=int, default=32,
+                        help="sessions sending as fast as they may (default: 32)")
+    parser.add_argument("--saturation-frames", type=int, default=130,
+                        help="frames each of them sends (default: 130, past a full 120-s window)")
     parser.add_argument("--batch", type=int, default=8, help="sessions batched in batched_forward_speedup (default: 8)")
     parser.add_argument("--batch-context", type=int, default=600,
                         help="cached tokens per session in that comparison (default: 600)")
@@ -76,7 +105,8 @@ def _model(args) -> Path:
     from streamo.tiny_model import TinyModelSpec, build_full_size_model, build_tiny_model
 
     if args.config == "tiny":
-        return build_tiny_model(REPO / ".cache" / "tiny-qwen2.5-vl-state", TinyModelSpec(with_state_tokens=True))
+        return build_tiny_model(REPO / ".cache" / "tiny-qwen2.5-vl-state-256",
+                                TinyModelSpec(hidden_size=256, with_state_tokens=True))
     return build_full_size_model(REPO / ".cache" / f"qwen2.5-vl-{args.config}-state", args.config, args.device,
                                  with_state_tokens=True)
 
@@ -158,14 +188,33 @@ def _rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def _start_server(model_dir: Path, args, port: int, max_sessions: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamo.cli", "serve", "--model", str(model_dir), "--port", str(port),
-         "--max-pixels", str(args.max_pixels), "--device", args.device, "--max-sessions", str(max_sessions),
-         "--idle-timeout", "120"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 180
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its children (vLLM's engine core, its workers)."""
+    import psutil
+
+    process = psutil.Process(pid)
+    total = process.memory_info().rss
+    for child in process.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
+def _start_server(model_dir: Path, args, port: int, max_sessions: int, backend: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "streamo.cli", "serve", "--model", str(model_dir), "--port", str(port),
+               "--max-pixels", str(args.max_pixels), "--max-sessions", str(max_sessions), "--idle-timeout", "120",
+               "--backend", backend]
+    if backend == "transformers":
+        command += ["--device", args.device]
+    else:
+        command += ["--max-model-len", str(args.max_model_len)]
+        if args.device == "cpu":
+            command += ["--vllm-arg", f"kv_cache_memory_bytes={int(args.kv_cache_gib * 2**30)}"]
+    # Its own process group, so that stopping it also stops vLLM's engine processes.
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
     while True:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
@@ -182,6 +231,8 @@ async def _session(url: str, pictures: list[bytes], count: int, rate: float, sta
     client = await LiveClient.connect(url)
     sent_at: dict[int, float] = {}
     loop = asyncio.get_running_loop()
+    caches: list[tuple[int, int]] = []
+    stats["caches"].append(caches)
 
     async def read():
         while (message := await client.receive()) is not None:
@@ -189,6 +240,7 @@ async def _session(url: str, pictures: list[bytes], count: int, rate: float, sta
                 stats["events"] += 1
                 stats["dropped"] += message.dropped
                 stats["latencies"].append((loop.time() - sent_at.pop(message.turn)) * 1000)
+                caches.append((message.context_tokens, message.cached_tokens))
             elif message.type == "closed":
                 stats["dropped_total"] += message.dropped
                 return
@@ -207,7 +259,7 @@ async def _session(url: str, pictures: list[bytes], count: int, rate: float, sta
 
 
 def _trial(url: str, videos: list[list[bytes]], sessions: int, seconds: float, rate: float) -> dict:
-    stats = {"sent": 0, "events": 0, "dropped": 0, "dropped_total": 0, "latencies": []}
+    stats = {"sent": 0, "events": 0, "dropped": 0, "dropped_total": 0, "latencies": [], "caches": []}
     count = max(1, int(seconds * rate))
 
     async def run():
@@ -227,6 +279,7 @@ def _trial(url: str, videos: list[list[bytes]], sessions: int, seconds: float, r
         "frames_dropped": stats["dropped"], "lost": stats["sent"] - stats["events"] - stats["dropped"],
         "latency_p50_ms": round(statistics.median(latencies), 1) if latencies else None,
         "latency_p95_ms": round(p95, 1), "latency_max_ms": round(latencies[-1], 1) if latencies else None,
+        "caches": stats["caches"],
     }
 
 
@@ -252,23 +305,97 @@ def _round_trip_ms(url: str, pictures: list[bytes], frames: int) -> float:
     return asyncio.run(run())
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    args.device = args.device or ("cpu" if args.config == "tiny" else "cuda")
-    args.max_pixels = args.max_pixels or (3136 if args.config == "tiny" else 100352)
-    model_dir = _model(args)
-    videos = _frames(args.max_pixels)
-    engine_ms = _engine_only_ms(model_dir, args, videos)
-    from PIL import Image
+def _saturation(url: str, server_pid: int, videos: list[list[bytes]], sessions: int, frames: int) -> dict:
+    """``sessions`` sessions send ``frames`` frames each as fast as the server takes them
+    (``max_queue`` in flight); the server's memory is read once every frame is decided, while
+    all the sessions are still open with their windows full."""
+    from streamo.live.client import LiveClient
 
-    width, height = Image.open(io.BytesIO(videos[0][0])).size
-    turn_tokens = width * height // (28 * 28) + 12  # visual tokens, time tag and chat markers
-    batching = _batched_forward_speedup(model_dir, args, turn_tokens)
+    caches: list[list[tuple[int, int]]] = []
+    finished, release = [], asyncio.Event()
+
+    async def one(index: int) -> int:
+        client = await LiveClient.connect(url)
+        pictures, limit = videos[index % len(videos)], client.ready.limits.max_queue
+        own: list[tuple[int, int]] = []
+        caches.append(own)
+        decided, sent, room = 0, 0, asyncio.Event()
+
+        async def read():
+            nonlocal decided
+            while decided < frames and (message := await client.receive()) is not None:
+                if message.type == "event":
+                    decided += 1 + message.dropped
+                    own.append((message.context_tokens, message.cached_tokens))
+                    room.set()
+
+        reader = asyncio.create_task(read())
+        while sent < frames:
+            while sent - decided >= limit:
+                room.clear()
+                await room.wait()
+            await client.send_frame(pictures[sent % len(pictures)], float(sent))
+            sent += 1
+        await reader
+        finished.append(index)
+        await release.wait()
+        await client.close()
+        await client.disconnect()
+        return len(own)
+
+    async def run() -> tuple[float, int, float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        tasks = [asyncio.create_task(one(index)) for index in range(sessions)]
+        while len(finished) < sessions:
+            await asyncio.sleep(0.05)
+            for task in tasks:
+                if task.done() and task.exception() is not None:
+                    raise task.exception()
+        elapsed = loop.time() - started
+        rss = _tree_rss_mb(server_pid)
+        release.set()
+        return elapsed, sum(await asyncio.gather(*tasks)), rss
+
+    elapsed, decided, rss = asyncio.run(run())
+    return {"seconds": elapsed, "decided": decided, "rss_mb": rss, "caches": caches}
+
+
+def _cache_figures(caches: list[list[tuple[int, int]]]) -> dict:
+    """How much of each decision's context came from the cache; a session's first second and the
+    seconds whose context was laid out anew after an eviction are left out (nothing to reuse)."""
+    context = cached = at_95 = counted = 0
+    rates, reused = [], []
+    for session in caches:
+        for (before, _), (tokens, hits) in zip(session, session[1:]):
+            if tokens <= before:  # the window was evicted and re-laid out this second
+                continue
+            counted += 1
+            context, cached = context + tokens, cached + hits
+            rates.append(hits / tokens)
+            at_95 += hits >= 0.95 * tokens
+            reused.append(hits / before)
+    if not counted:
+        return {}
+    return {
+        "prefix_hit_rate": round(cached / context, 4), "prefix_hit_rate_min": round(min(rates), 4),
+        "decisions_at_95": round(at_95 / counted, 4), "reused_of_read": round(statistics.mean(reused), 4),
+        "reused_of_read_min": round(min(reused), 4), "computed_tokens_per_decision": round((context - cached) / counted, 1),
+        "context_tokens_per_decision": round(context / counted, 1), "decisions_counted": counted,
+    }
+
+
+def _measure(backend: str, model_dir: Path, args, videos: list[list[bytes]]) -> dict:
+    """Every figure of one backend, with its own ``streamo serve``."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    server = _start_server(model_dir, args, port, max(args.max_sessions, args.soak_sessions))
+    started = time.monotonic()
+    server = _start_server(model_dir, args, port, max(args.max_sessions, args.soak_sessions, args.saturation_sessions),
+                           backend)
+    figures: dict = {"start_s": round(time.monotonic() - started, 1)}
     try:
-        round_trip = _round_trip_ms(url, [p for video in videos for p in video], args.engine_frames)
+        rss_idle = _tree_rss_mb(server.pid)
+        figures["round_trip_ms"] = round(_round_trip_ms(url, [p for video in videos for p in video], args.engine_frames), 2)
         trials, best, low, high = [], None, 0, None
         sessions = 1
         while True:  # double while held, then bisect between the last held and the first failed count
@@ -286,46 +413,96 @@ def main(argv=None) -> None:
                 break
             else:
                 sessions = (low + high) // 2
-        soak = {}
+        held = best or trials[-1]
+        figures.update({"sustained_sessions": low, **{k: v for k, v in held.items() if k != "caches"}})
+        figures["trials"] = [(t["sessions"], _held(t), t["latency_p95_ms"], t["frames_dropped"]) for t in trials]
+        saturation = _saturation(url, server.pid, videos, args.saturation_sessions, args.saturation_frames)
+        figures.update({
+            "saturation_sessions": args.saturation_sessions, "saturation_frames": args.saturation_frames,
+            "decisions_per_s": round(saturation["decided"] / saturation["seconds"], 1),
+            "rss_idle_mb": round(rss_idle, 1), "rss_saturated_mb": round(saturation["rss_mb"], 1),
+            "rss_per_session_mb": round((saturation["rss_mb"] - rss_idle) / args.saturation_sessions, 2),
+            **_cache_figures([c for t in trials for c in t["caches"]] + saturation["caches"]),
+        })
         if args.soak_seconds > 0:
-            _trial(url, videos, args.soak_sessions, 5, args.rate)  # warm-up: allocator pools, kernels
-            samples: list[tuple[float, float]] = []
-            done = threading.Event()
-
-            def sample() -> None:
-                started = time.monotonic()
-                while not done.wait(5.0 if samples else 0.0):
-                    samples.append((time.monotonic() - started, _rss_mb(server.pid)))
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-            soak_trial = _trial(url, videos, args.soak_sessions, args.soak_seconds, args.rate)
-            done.set()
-            sampler.join()
-            samples.append((args.soak_seconds, _rss_mb(server.pid)))
-            # Each session's KV cache grows until its window (120 s) is full; growth counts from then.
-            full = next((rss for at, rss in samples if at >= SERVER_WINDOW_S + 30), samples[-1][1])
-            soak = {"soak_sessions": args.soak_sessions, "soak_seconds": args.soak_seconds,
-                    "soak_lost": soak_trial["lost"], "soak_dropped": soak_trial["frames_dropped"],
-                    "rss_start_mb": round(samples[0][1], 1), "rss_window_full_mb": round(full, 1),
-                    "rss_end_mb": round(samples[-1][1], 1), "rss_max_mb": round(max(r for _, r in samples), 1),
-                    "rss_growth": round(samples[-1][1] / full - 1, 4)}
+            figures.update(_soak(url, server.pid, videos, args))
     finally:
-        server.terminate()
-        server.wait(timeout=60)
-    capacity = 1000 / engine_ms * (1 / args.rate)
-    sustained = low
-    print(json.dumps({
-        "model": str(model_dir.name), "device": args.device, "max_pixels": args.max_pixels, "rate": args.rate,
-        "seconds_per_trial": args.seconds, "cpus": os.cpu_count(),
-        "engine_only_ms": round(engine_ms, 2), "round_trip_ms": round(round_trip, 2),
-        "server_overhead_ratio": round((round_trip - engine_ms) / engine_ms, 4),
-        "sustained_sessions": sustained, "engine_capacity_sessions": round(capacity, 2),
-        "sustained_over_capacity": round(sustained / capacity, 3),
-        "batched_forward_speedup": round(batching, 3), "batch": args.batch, "batch_context": args.batch_context,
-        **(best or trials[-1]), "trials": [(t["sessions"], _held(t), t["latency_p95_ms"], t["frames_dropped"]) for t in trials],
-        **soak,
-    }))
+        _stop(server)
+    return figures
+
+
+def _soak(url: str, pid: int, videos: list[list[bytes]], args) -> dict:
+    _trial(url, videos, args.soak_sessions, 5, args.rate)  # warm-up: allocator pools, kernels
+    samples: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        started = time.monotonic()
+        while not done.wait(5.0 if samples else 0.0):
+            samples.append((time.monotonic() - started, _tree_rss_mb(pid)))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    soak_trial = _trial(url, videos, args.soak_sessions, args.soak_seconds, args.rate)
+    done.set()
+    sampler.join()
+    samples.append((args.soak_seconds, _tree_rss_mb(pid)))
+    # Each session's KV cache grows until its window (120 s) is full; growth counts from then.
+    full = next((rss for at, rss in samples if at >= SERVER_WINDOW_S + 30), samples[-1][1])
+    return {"soak_sessions": args.soak_sessions, "soak_seconds": args.soak_seconds,
+            "soak_lost": soak_trial["lost"], "soak_dropped": soak_trial["frames_dropped"],
+            "rss_start_mb": round(samples[0][1], 1), "rss_window_full_mb": round(full, 1),
+            "rss_end_mb": round(samples[-1][1], 1), "rss_max_mb": round(max(r for _, r in samples), 1),
+            "rss_growth": round(samples[-1][1] / full - 1, 4)}
+
+
+def _stop(server: subprocess.Popen) -> None:
+    import signal
+
+    server.terminate()  # uvicorn shuts down and streamo serve closes its engine
+    try:
+        server.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(server.pid, signal.SIGKILL)  # whatever of vLLM's processes is left
+    except ProcessLookupError:
+        pass
+    server.wait(timeout=60)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    args.device = args.device or ("cpu" if args.config == "tiny" else "cuda")
+    args.max_pixels = args.max_pixels or (3136 if args.config == "tiny" else 100352)
+    model_dir = _model(args)
+    videos = _frames(args.max_pixels)
+    report: dict = {"model": str(model_dir.name), "device": args.device, "max_pixels": args.max_pixels, "rate": args.rate,
+                    "seconds_per_trial": args.seconds, "cpus": os.cpu_count(), "backends": {}}
+    for backend in args.backend:
+        figures = {}
+        if backend == "transformers":
+            from PIL import Image
+
+            engine_ms = _engine_only_ms(model_dir, args, videos)
+            width, height = Image.open(io.BytesIO(videos[0][0])).size
+            turn_tokens = width * height // (28 * 28) + 12  # visual tokens, time tag and chat markers
+            figures = {"engine_only_ms": round(engine_ms, 2),
+                       "engine_capacity_sessions": round(1000 / engine_ms * (1 / args.rate), 2),
+                       "batched_forward_speedup": round(_batched_forward_speedup(model_dir, args, turn_tokens), 3),
+                       "batch": args.batch, "batch_context": args.batch_context}
+        figures.update(_measure(backend, model_dir, args, videos))
+        if "engine_only_ms" in figures:
+            figures["server_overhead_ratio"] = round((figures["round_trip_ms"] - engine_ms) / engine_ms, 4)
+            figures["sustained_over_capacity"] = round(figures["sustained_sessions"] / figures["engine_capacity_sessions"], 3)
+        report["backends"][backend] = figures
+    if set(args.backend) == {"transformers", "vllm"}:
+        ours, theirs = report["backends"]["vllm"], report["backends"]["transformers"]
+        report["vllm_over_transformers"] = {
+            key: round(ours[key] / theirs[key], 3) if theirs[key] else None
+            for key in ("sustained_sessions", "decisions_per_s")
+        }
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -96,7 +96,8 @@ class VllmEngine:
             "enable_prefix_caching": True,
             "block_size": CPU_BLOCK_SIZE if cpu else GPU_BLOCK_SIZE,
             "limit_mm_per_prompt": {"image": max_frames, "video": 0},
-            "mm_processor_kwargs": {"max_pixels": max_pixels, "min_pixels": min_pixels},
+            # Frames come fitted to the budget (fit_to_budget), as the transformers engine reads them.
+            "mm_processor_kwargs": {"max_pixels": max_pixels, "min_pixels": min_pixels, "do_resize": False},
             "tensor_parallel_size": options.tensor_parallel_size,
             "pipeline_parallel_size": options.pipeline_parallel_size,
             "data_parallel_size": options.data_parallel_size,

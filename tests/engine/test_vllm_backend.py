@@ -117,3 +117,18 @@ def test_a_context_over_max_model_len_says_to_give_a_window(vllm_model, monkeypa
     with pytest.raises(ValueError, match="over the engine's max_model_len 120: give the session a window"):
         for turn, image in vllm_model.frames(samples[0].video, 10):
             session.push_frame(image, float(turn))
+
+
+def test_frames_smaller_than_the_processors_own_minimum_keep_their_grid(vllm_model, transformers_model):
+    from PIL import Image
+
+    # 56 x 28 is two visual tokens: under the checkpoint processor's shortest_edge (3136 pixels),
+    # which vLLM would enlarge it to unless told that frames come fitted.
+    frames = [Image.new("RGB", size, colour) for size, colour in
+              [((56, 28), (200, 30, 30)), ((28, 84), (30, 200, 30)), ((84, 56), (30, 30, 200))]]
+    ours, theirs = vllm_model.session(), transformers_model.session()
+    for turn, image in enumerate(frames):
+        a, b = ours.push_frame(image, float(turn)), theirs.push_frame(image, float(turn))
+        assert (a.state, a.text, a.context_tokens) == (b.state, b.text, b.context_tokens)
+        assert max(abs(a.probabilities[s] - b.probabilities[s]) for s in State) < PROBABILITY_TOLERANCE
+    assert ours.last_prompt_ids[: len(theirs.context_ids())] == theirs.context_ids()[: len(ours.last_prompt_ids)]
