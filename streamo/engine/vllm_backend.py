@@ -145,7 +145,12 @@ class VllmEngine:
             raise RuntimeError(f"vLLM refused the request: {type(cause).__name__}: {cause}") from exc
 
     def close(self) -> None:
+        """Stop vLLM's engine processes and the loop thread."""
         if getattr(self, "llm", None) is not None:
+            # Its output handler first: otherwise it sees the engine core go and logs it as a crash.
+            handler = getattr(self.llm, "output_handler", None)
+            if handler is not None:
+                asyncio.run_coroutine_threadsafe(_cancel(handler), self._loop).result(timeout=30)
             self.llm.shutdown()
             self.llm = None
         self._stop_loop()
@@ -310,6 +315,14 @@ def collapse_image_pads(ids: list[int], pad: int) -> list[int]:
             continue
         collapsed.append(token)
     return collapsed
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):
+        pass
 
 
 def _frame_cache_miss(exc: BaseException | None) -> bool:
