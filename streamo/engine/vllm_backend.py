@@ -89,6 +89,7 @@ class VllmEngine:
         self.model_dir = str(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.max_pixels, self.min_pixels = max_pixels, min_pixels
+        self.max_frames = max_frames
         cpu = _cpu_platform()
         settings: dict[str, Any] = {
             "model": self.model_dir,
@@ -124,6 +125,8 @@ class VllmEngine:
             raise
         self.max_model_len = self.llm.model_config.max_model_len
         self.vocab_rows = self.llm.model_config.get_vocab_size()
+        self.answer_ids = AnswerDecoder(self.tokenizer, self.vocab_rows, 1).allowed_ids()
+        """The ids an answer may use, once for every session (about 151,000)."""
 
     def generate(self, prompt: dict[str, Any], params) -> Any:
         """The final ``RequestOutput`` of one request (blocks the calling thread, not the loop)."""
@@ -224,7 +227,6 @@ class VllmSession:
         self._id = uuid.uuid4().hex
         self.last_prompt_ids: list[int] = []
         """The prompt of the latest decision as vLLM read it (image pads expanded by vLLM)."""
-        self._answerable = self.decoder.allowed_ids()
 
     def ask(self, text: str, t: float | None = None) -> int:
         """Show ``text`` with the frame of moment ``t`` (or the next frame); returns its turn."""
@@ -240,9 +242,10 @@ class VllmSession:
         self.context.evict()
         ids = self.context.prompt_ids(current)
         frames = [kept.frame for kept in self.context.turns] + [current.frame]
-        if len(ids) + 1 > self.engine.max_model_len:
-            raise ValueError(f"the context holds {len(ids)} tokens, over the engine's max_model_len "
-                             f"{self.engine.max_model_len}: give the session a window")
+        if len(ids) + 1 > self.engine.max_model_len or len(frames) > self.engine.max_frames:
+            raise ValueError(f"the context holds {len(ids)} tokens and {len(frames)} frames, over the engine's "
+                             f"max_model_len {self.engine.max_model_len} or {self.engine.max_frames} frames: "
+                             "give the session a window")
         params = self.engine.SamplingParams(max_tokens=1, temperature=0.0, allowed_token_ids=self._state_list,
                                             logprob_token_ids=self._state_list, detokenize=False)
         output = self._generate(ids, frames, params)
@@ -279,7 +282,7 @@ class VllmSession:
 
     def _answer(self, ids: list[int], frames: list[_Frame]) -> str:
         params = self.engine.SamplingParams(
-            max_tokens=self.decoder.max_new_tokens, temperature=0.0, allowed_token_ids=self._answerable,
+            max_tokens=self.decoder.max_new_tokens, temperature=0.0, allowed_token_ids=self.engine.answer_ids,
             stop_token_ids=sorted(self.decoder.stop_ids), detokenize=False,
         )
         tokens = list(self._generate(ids + [self.state_ids[State.RESPONSE]], frames, params).outputs[0].token_ids)

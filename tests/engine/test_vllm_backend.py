@@ -114,7 +114,7 @@ def test_a_context_over_max_model_len_says_to_give_a_window(vllm_model, monkeypa
     monkeypatch.setattr(vllm_model.engine, "max_model_len", 120)
     session = vllm_model.session()
     samples, _ = load_eval_samples(EXAMPLE / "raw_data.json", video_prefix=str(EXAMPLE))
-    with pytest.raises(ValueError, match="over the engine's max_model_len 120: give the session a window"):
+    with pytest.raises(ValueError, match="over the engine's max_model_len 120 or 1024 frames: give the session a window"):
         for turn, image in vllm_model.frames(samples[0].video, 10):
             session.push_frame(image, float(turn))
 
