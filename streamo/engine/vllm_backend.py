@@ -48,10 +48,10 @@ from .session import StreamEvent, fit_to_budget
 PATCH_PIXELS = 28
 """Side of one merged patch (14-pixel patches, 2 x 2 merged): one visual token."""
 GPU_BLOCK_SIZE, CPU_BLOCK_SIZE = 16, 32
-"""KV block sizes (the smallest each platform's attention takes): prefix caching reuses whole
-blocks only, so the unfilled last block of the previous second is computed again; a stream
-turn is short (tens of tokens on small frames), and vLLM's CPU default of 128 would recompute
-several turns each second."""
+"""KV block sizes (vLLM's GPU default; the smallest its CPU attention takes): prefix caching
+reuses whole blocks only, so the unfilled last block of the previous second is computed again;
+a stream turn is short (tens of tokens on small frames), and vLLM's CPU default of 128 would
+recompute several turns each second."""
 UNBOUNDED_FRAMES = 1024
 """Frames one prompt may hold when sessions have no window (vLLM wants a bound)."""
 CPU_KV_CACHE_BYTES = 4 << 30
