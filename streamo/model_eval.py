@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
 from .convert import resolve_video
+from .engine.command import BACKENDS
 from .jsonfiles import iter_records
 from .metrics.data import TruthSample, load_truth
 from .protocol import DEFAULT_SYSTEM_PROMPT, State, turn_count, turn_of
@@ -44,9 +45,6 @@ class EngineSettings:
     """What runs the model: ``transformers`` (the KV-cache engine) or ``vllm``."""
     vllm: Mapping[str, Any] = field(default_factory=dict)
     """``VllmOptions`` fields for the vllm backend."""
-
-
-BACKENDS = ("transformers", "vllm")
 
 
 @dataclass
@@ -76,8 +74,8 @@ class StreamModel:
             raise ModelLoadError("--device is the transformers backend's; vLLM places the model on its platform's "
                                  "devices (CUDA_VISIBLE_DEVICES chooses GPUs)")
         self.processor = load_stream_processor(path)
-        self.engine = start_engine(path, self.max_pixels, MIN_PIXELS, VllmOptions(**settings.vllm),
-                                   settings.window, settings.fps)
+        self.engine = start_engine(path, self.processor.tokenizer, self.max_pixels, MIN_PIXELS,
+                                   VllmOptions(**settings.vllm), settings.window, settings.fps)
 
     @property
     def backend(self) -> str:

@@ -21,6 +21,8 @@ from ..argtypes import engine_arg, positive_float, positive_int, probability, se
 from ..protocol import State, format_seconds, time_tag, turn_count, turn_of
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+BACKENDS = ("transformers", "vllm")
+"""What can run the model: the KV-cache engine (``session``) or vLLM (``vllm_backend``)."""
 
 
 class StreamInputError(ValueError):
@@ -52,7 +54,7 @@ def add_engine_options(parser: argparse.ArgumentParser, window: float | None = N
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--system-prompt-file", dest="system_prompt", type=system_prompt_file, metavar="FILE",
                         help="UTF-8 file with the system prompt the model was trained with (default: Streamo's built-in prompt)")
-    parser.add_argument("--backend", choices=["transformers", "vllm"], default="transformers",
+    parser.add_argument("--backend", choices=BACKENDS, default="transformers",
                         help="what runs the model: transformers (the KV-cache engine, exact, runs anywhere) or vllm "
                         "(batched sessions, paged KV cache, several GPUs; needs the vllm extra) (default: transformers)")
     vllm = parser.add_argument_group("vLLM backend", "with --backend vllm (docs/serving.md#vllm)")

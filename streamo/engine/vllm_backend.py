@@ -78,16 +78,16 @@ class VllmOptions:
 class VllmEngine:
     """One ``AsyncLLM`` shared by every session opened on it; thread-safe ``generate``."""
 
-    def __init__(self, model_dir: str | Path, max_pixels: int = MAX_PIXELS, min_pixels: int = MIN_PIXELS,
+    def __init__(self, model_dir: str | Path, tokenizer, max_pixels: int = MAX_PIXELS, min_pixels: int = MIN_PIXELS,
                  options: VllmOptions = VllmOptions(), max_frames: int = UNBOUNDED_FRAMES) -> None:
+        """``tokenizer``: the checkpoint's, holding the three state tokens (``load_stream_processor``)."""
         from vllm import SamplingParams
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
-        from transformers import AutoTokenizer
 
         self.SamplingParams = SamplingParams
         self.model_dir = str(model_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.tokenizer = tokenizer
         self.max_pixels, self.min_pixels = max_pixels, min_pixels
         self.max_frames = max_frames
         cpu = _cpu_platform()
@@ -164,7 +164,7 @@ class VllmEngine:
             self._thread.join(timeout=30)
 
 
-def start_engine(model_dir: str | Path, max_pixels: int, min_pixels: int, options: VllmOptions,
+def start_engine(model_dir: str | Path, tokenizer, max_pixels: int, min_pixels: int, options: VllmOptions,
                  window: float | None, fps: float) -> VllmEngine:
     """A ``VllmEngine`` for sessions with this window, or a ``ModelLoadError`` that says why not."""
     try:
@@ -180,7 +180,7 @@ def start_engine(model_dir: str | Path, max_pixels: int, min_pixels: int, option
     # Frames per prompt: a window's worth (plus the new one), or as many as an unbounded context may hold.
     max_frames = turns + 1 if turns is not None else UNBOUNDED_FRAMES
     try:
-        return VllmEngine(model_dir, max_pixels, min_pixels, options, max_frames)
+        return VllmEngine(model_dir, tokenizer, max_pixels, min_pixels, options, max_frames)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise ModelLoadError(f"{model_dir}: vLLM could not start the model: {exc}") from None
 

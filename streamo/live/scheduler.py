@@ -5,8 +5,8 @@ between the frames it was asked between. The model threads serve the sessions ro
 one item each in turn, so a flooding session cannot starve a quiet one; a session has at
 most one item in progress, so its items run in order. The transformers engine runs in one
 thread (its sessions share one model and one device stream); the vLLM backend gets a thread
-per session, so that every session's next request can be in vLLM's batch at once. Only frames are
-bounded: when ``max_queue`` frames wait, the oldest waiting frame is dropped and counted,
+per session, so that every session's next request can be in vLLM's batch at once. Only
+frames are bounded: when ``max_queue`` frames wait, the oldest waiting frame is dropped and counted,
 and the next decided frame reports the count. Frames keep their absolute times, so a
 dropped second leaves a gap in turn numbers, as the engine allows.
 
