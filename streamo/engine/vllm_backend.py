@@ -38,15 +38,13 @@ import torch
 from PIL import Image
 
 from ..protocol import DEFAULT_SYSTEM_PROMPT, State, state_token_ids
-from ..video.sampling import MAX_PIXELS, MIN_PIXELS
+from ..video.sampling import MAX_PIXELS, MIN_PIXELS, PATCH_FACTOR
 from .context import StreamContext, window_turns
 from .decoding import AnswerDecoder, DecisionRule
 from .loading import ModelLoadError
 from .prompt import PromptTokens
 from .session import StreamEvent, fit_to_budget
 
-PATCH_PIXELS = 28
-"""Side of one merged patch (14-pixel patches, 2 x 2 merged): one visual token."""
 GPU_BLOCK_SIZE, CPU_BLOCK_SIZE = 16, 32
 """KV block sizes (vLLM's GPU default; the smallest its CPU attention takes): prefix caching
 reuses whole blocks only, so the unfilled last block of the previous second is computed again;
@@ -218,7 +216,7 @@ class VllmSession:
         self.max_pixels = max_pixels or engine.max_pixels
         self.min_pixels = min_pixels or engine.min_pixels
         if (self.max_pixels, self.min_pixels) != (engine.max_pixels, engine.min_pixels):
-            raise ValueError("a vLLM session's pixel budget is its engine's (vLLM resizes frames by it)")
+            raise ValueError("a vLLM session's pixel budget is its engine's (vLLM sized its engine for that budget)")
         self.tokens = PromptTokens(self.tokenizer, fps)
         self.context = StreamContext(self.tokens, system_prompt, window, eviction_block)
         self.state_ids = state_token_ids(self.tokenizer)
@@ -237,7 +235,7 @@ class VllmSession:
         started = time.perf_counter()
         turn = self.context.turn_at(t)
         image = fit_to_budget(image, self.min_pixels, self.max_pixels)
-        grid = (image.height // PATCH_PIXELS, image.width // PATCH_PIXELS)
+        grid = (image.height // PATCH_FACTOR, image.width // PATCH_FACTOR)  # one visual token per 28 x 28
         current = self.context.open_turn(turn, grid, _Frame(f"{self._id}-{turn}", image))
         self.context.evict()
         ids = self.context.prompt_ids(current)
