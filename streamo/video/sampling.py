@@ -43,6 +43,7 @@ MAX_ASPECT_RATIO = 200
 # packet-based duration still counts.
 _TAIL_TOLERANCE_TURNS = 1.0
 _EPS = 1e-6
+_DECODER_BYTES = 256 * 2**20
 # Area averaging: alias-free when shrinking to the pixel budget, and cheaper than bicubic.
 _INTERPOLATION = "AREA"
 
@@ -179,13 +180,22 @@ def turn_frames(source, fps: float = 1.0, turns: int | None = None, threads: int
             raise VideoError(f"{name}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        stream.thread_count = threads
+        stream.thread_count = threads or _auto_threads(stream.width * stream.height)
         span = _PacketSpan()
         yield from _select(container, stream, name, fps, turns, span)
     cut_at = span.cut_at if cut_at is None else cut_at
     if cut_at is not None:
         log.warning("%s: the video breaks off at %.2f s (damaged or cut short); frames up to there are used",
                     name, cut_at)
+
+
+def _auto_threads(pixels: int) -> int:
+    """Decoder threads when left automatic: FFmpeg's choice (0), unless frames are so large
+    (8K: 50 MB each, one held per frame thread) that its choice on a many-core machine would
+    hold more than ``_DECODER_BYTES``."""
+    frame_bytes = max(pixels * 3 // 2, 1)
+    cpus = os.cpu_count() or 1
+    return 0 if frame_bytes * (cpus + 1) <= _DECODER_BYTES else max(1, min(cpus, _DECODER_BYTES // frame_bytes))
 
 
 class _PacketSpan:
