@@ -1,5 +1,6 @@
 """Display orientation and pixel aspect: every path that makes frames shows a video as a player does."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -115,3 +116,18 @@ def test_the_cache_stores_oriented_frames_and_never_reuses_old_entries(tmp_path,
     images = cache.load(video)
     assert all(image.size == (width, height) for image in images)
     assert [read_code(image.transpose(T.ROTATE_270)) for image in images] == expected_frames(times, 1.0, 4)
+
+
+def test_streamo_frames_caches_a_rotated_clip_upright(tmp_path, clips):
+    from streamo.cli import main
+
+    made, times = clips
+    video = made[90, True]
+    data = tmp_path / "raw.json"
+    data.write_text(json.dumps([{"video_path": str(video), "duration": 4, "question": [], "response": []}]))
+    assert main(["frames", "--input", str(data), "--cache-dir", str(tmp_path / "cache"), "--workers", "1"]) == 0
+    entry = FrameCache(tmp_path / "cache").lookup(video)
+    height, width = smart_resize(WIDTH, HEIGHT)
+    assert (entry.width, entry.height) == (width, height)
+    images = FrameCache(tmp_path / "cache").load(video)
+    assert [read_code(image.transpose(T.TRANSVERSE)) for image in images] == expected_frames(times, 1.0, 4)
