@@ -131,3 +131,11 @@ def test_streamo_frames_caches_a_rotated_clip_upright(tmp_path, clips):
     assert (entry.width, entry.height) == (width, height)
     images = FrameCache(tmp_path / "cache").load(video)
     assert [read_code(image.transpose(T.TRANSVERSE)) for image in images] == expected_frames(times, 1.0, 4)
+
+
+def test_matroska_rotation_is_honoured(tmp_path):
+    path = tmp_path / "portrait.mkv"
+    times = frame_times(20, 10)
+    write_clip(path, times, WIDTH, HEIGHT, container_format="matroska", rotation=90)
+    assert probe_video(path)[1:3] == (HEIGHT, WIDTH)
+    assert [read_code(image.transpose(T.ROTATE_270)) for image in sample_frames(path)] == expected_frames(times, 1.0, 2)
