@@ -32,6 +32,7 @@ CLIPS = {
     "portrait.mp4": {"rotation": 90},
     "upside_down.mov": {"rotation": 180},
     "anamorphic.mp4": {"sample_aspect": Fraction(4, 3)},
+    "tall_pixels.mp4": {"sample_aspect": Fraction(3, 4)},
 }
 
 
