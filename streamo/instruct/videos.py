@@ -1,4 +1,5 @@
-"""Checking every distinct video once: found, missing, empty or unreadable, and its true duration.
+"""Checking every distinct video once: found, missing, empty or unreadable, its true duration,
+the size a player shows it at (rotation and pixel aspect applied) and where a cut-off file breaks off.
 
 Probing 136K videos takes hours on a small machine, so results are kept in ``videos.jsonl``
 in the output directory, keyed by the resolved path, size and modification time: a re-run
@@ -19,7 +20,7 @@ import orjson
 from tqdm import tqdm
 
 from ..jsonfiles import atomic_write
-from ..video.probe import probe_duration
+from ..video.probe import VideoInfo, probe_video
 
 FOUND, MISSING, EMPTY, UNREADABLE, NO_ROOT = "found", "missing", "empty", "unreadable", "no_root"
 UNUSABLE = (MISSING, EMPTY, UNREADABLE, NO_ROOT)
@@ -42,6 +43,11 @@ class Video:
     size: int | None = None
     mtime_ns: int | None = None
     duration: float | None = None
+    width: int | None = None
+    height: int | None = None
+    """Shown size of the first frame (display orientation and pixel aspect applied)."""
+    cut_at: float | None = None
+    """Second where a damaged or cut-off file breaks off (its frames up to there are used)."""
     reason: str | None = None
 
     @property
@@ -61,8 +67,15 @@ class Video:
 
     def as_record(self) -> dict:
         return {"source": self.source, "video_path": self.video_path, "path": self.path, "status": self.status,
-                "duration": self.duration, "size": self.size, "mtime_ns": self.mtime_ns, "samples": self.samples,
-                "reason": self.reason}
+                "duration": self.duration, "width": self.width, "height": self.height, "cut_at": self.cut_at,
+                "size": self.size, "mtime_ns": self.mtime_ns, "samples": self.samples, "reason": self.reason}
+
+    def found(self, info: VideoInfo | None, reason: str | None) -> None:
+        """Record a probe's outcome: ``info`` when the video reads, else the ``reason`` it does not."""
+        self.status = FOUND if reason is None else UNREADABLE
+        self.reason = reason
+        if info is not None:
+            self.duration, self.width, self.height, self.cut_at = info
 
 
 @dataclass
@@ -73,9 +86,9 @@ class ProbeCounts:
 
 @dataclass
 class ProbeCache:
-    """Earlier results by resolved path: (size, mtime_ns) -> (status, duration, reason)."""
+    """Earlier results by resolved path: (size, mtime_ns) -> (probe result, reason)."""
 
-    entries: dict[str, tuple[int, int, str, float | None, str | None]] = field(default_factory=dict)
+    entries: dict[str, tuple[int, int, VideoInfo | None, str | None]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, out: Path) -> "ProbeCache":
@@ -89,17 +102,18 @@ class ProbeCache:
                     try:
                         row = orjson.loads(line)
                         if row["status"] in (FOUND, UNREADABLE) and isinstance(row["size"], int):
-                            cache.entries[row["path"]] = (row["size"], row["mtime_ns"], row["status"], row["duration"],
-                                                          row["reason"])
+                            info = (VideoInfo(row["duration"], row["width"], row["height"], row["cut_at"])
+                                    if row["status"] == FOUND else None)
+                            cache.entries[row["path"]] = (row["size"], row["mtime_ns"], info, row["reason"])
                     except (orjson.JSONDecodeError, KeyError, TypeError):
-                        continue  # a line cut short by an interrupted run, or an old format: probe again
+                        continue  # a line cut short by an interrupted run, or an old format (no shown size): probe again
         return cache
 
-    def get(self, path: str, size: int, mtime_ns: int) -> tuple[str, float | None, str | None] | None:
+    def get(self, path: str, size: int, mtime_ns: int) -> tuple[VideoInfo | None, str | None] | None:
         entry = self.entries.get(path)
         if entry is None or entry[0] != size or entry[1] != mtime_ns:
             return None
-        return entry[2], entry[3], entry[4]
+        return entry[2], entry[3]
 
 
 def _locate(video: Video) -> None:
@@ -119,15 +133,15 @@ def _locate(video: Video) -> None:
     video.status, video.path = MISSING, video.candidates[0]
 
 
-def _probe(path: str) -> tuple[str, float | None, str | None]:
-    """(path, true duration or None, reason it failed)."""
+def _probe(path: str) -> tuple[str, VideoInfo | None, str | None]:
+    """(path, what probing found or None, reason it failed)."""
     try:
-        return path, probe_duration(path, decode_first_frame=True), None
+        return path, probe_video(path), None
     except Exception as exc:  # one damaged file must not stop the other 136K
         return path, None, str(exc) if path in str(exc) else f"{path}: {exc}"
 
 
-def _probe_all(paths: list[str], workers: int) -> Iterator[tuple[str, float | None, str | None]]:
+def _probe_all(paths: list[str], workers: int) -> Iterator[tuple[str, VideoInfo | None, str | None]]:
     if workers <= 1 or len(paths) <= _PROBE_CHUNK:
         yield from map(_probe, paths)
         return
@@ -148,7 +162,7 @@ def check_videos(videos: Iterable[Video], out: Path, workers: int = 1, progress:
             continue
         known = cache.get(video.path, video.size, video.mtime_ns)
         if known is not None:
-            video.status, video.duration, video.reason = known
+            video.found(*known)
             counts.reused += 1
         else:
             waiting.setdefault(video.path, []).append(video)
@@ -157,13 +171,13 @@ def check_videos(videos: Iterable[Video], out: Path, workers: int = 1, progress:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / _JOURNAL_NAME, "ab") as journal:
         bar = tqdm(total=len(waiting), unit=" videos", desc="probing", file=log, disable=not progress)
-        for path, duration, reason in _probe_all(list(waiting), workers):
+        for path, info, reason in _probe_all(list(waiting), workers):
             for video in waiting[path]:
-                video.status = FOUND if reason is None else UNREADABLE
-                video.duration, video.reason = duration, reason
+                video.found(info, reason)
             first = waiting[path][0]
             journal.write(orjson.dumps({"path": path, "size": first.size, "mtime_ns": first.mtime_ns,
-                                        "status": first.status, "duration": duration, "reason": reason}) + b"\n")
+                                        "status": first.status, "duration": first.duration, "width": first.width,
+                                        "height": first.height, "cut_at": first.cut_at, "reason": reason}) + b"\n")
             journal.flush()
             counts.probed += 1
             bar.update()

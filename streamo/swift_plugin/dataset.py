@@ -32,7 +32,7 @@ from swift.utils import get_logger, is_master
 
 from ..jsonfiles import atomic_write
 from ..protocol import ProtocolError, parse_stream_messages, turn_count
-from ..video import VideoError, probe_duration, smart_resize
+from ..video import VideoError, probe_video, smart_resize
 from .frames import FrameSource
 from .windows import ChatMLCounter, WindowError, frame_tokens, split_windows
 
@@ -128,13 +128,12 @@ class StreamPreprocessor(RowPreprocessor):
                 entry = cache.ensure(video)  # decodes once: a broken clip fails here, not in training
                 self._durations[key] = (len(entry.times), (entry.height, entry.width))
             else:
-                import av
-
-                count = turn_count(probe_duration(video), fps)
-                with av.open(video) as container:
-                    stream = container.streams.video[0]
-                    size = smart_resize(stream.height, stream.width, frames.min_pixels, frames.max_pixels)
-                self._durations[key] = (count, size)
+                info = probe_video(video)  # the size a player shows: rotation and pixel aspect applied
+                try:
+                    size = smart_resize(info.height, info.width, frames.min_pixels, frames.max_pixels)
+                except ValueError as exc:
+                    raise VideoError(f"{video}: {exc}") from None
+                self._durations[key] = (turn_count(info.duration, fps), size)
         return self._durations[key]
 
     def windows(self, row: dict[str, Any]) -> list[dict[str, Any]]:

@@ -5,9 +5,9 @@ dominate the run, so frames are extracted ahead (``streamo frames``) or on first
 read back as small JPEGs already at the model's pixel budget.
 
 Layout: ``CACHE_DIR/ab/KEY/000000.jpg …`` plus ``frames.json`` (the completion marker, with
-the frame times). KEY hashes the video's identity (resolved path, size, mtime) and the
-sampling settings (fps, pixel budget), so a changed video or setting never hits a stale
-entry. An entry is built in a temporary directory beside it, the marker written last, and
+the frame times). KEY hashes the video's identity (resolved path, size, mtime), the
+sampling settings (fps, pixel budget) and the format version, so a changed video, setting
+or way of making frames never hits a stale entry. An entry is built in a temporary directory beside it, the marker written last, and
 the directory renamed into place; an exclusive lock per key makes a second process wait
 for the first instead of decoding the same video, so no reader ever sees a half entry
 and a killed run leaves only a temporary directory that the next writer removes.
@@ -35,8 +35,12 @@ from .sampling import MAX_PIXELS, MIN_PIXELS, FrameScaler, turn_frames
 
 MARKER = "frames.json"
 DEFAULT_QUALITY = 90
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+"""Part of every key: 2 since frames are shown as players show them (display orientation and
+pixel aspect), so entries made before that are never read again."""
 _WRITES_IN_FLIGHT = 8
+_BYTES_IN_FLIGHT = 64 * 2**20
+"""Decoded frames waiting for the writer hold at most about this much (an 8K frame is 50 MB)."""
 
 
 @dataclass(frozen=True)
@@ -167,17 +171,18 @@ class FrameCache:
             # Scaling and JPEG encoding release the GIL: a writer thread overlaps them with decoding.
             scale = FrameScaler(os.fspath(video), self.max_pixels, self.min_pixels)
 
-            def store(turn: int, frame) -> tuple[int, int]:
-                image = scale(frame)
+            def store(turn: int, frame, display) -> tuple[int, int]:
+                image = scale(frame, display)
                 image.save(work / frame_name(turn), "JPEG", quality=self.quality)
                 return image.size
 
             with ThreadPoolExecutor(1) as writer:
                 writes: collections.deque = collections.deque()
-                for turn, moment, frame in turn_frames(os.fspath(video), self.fps, threads=self.threads):
-                    writes.append(writer.submit(store, turn, frame))
+                for turn, moment, frame, display in turn_frames(os.fspath(video), self.fps, threads=self.threads):
+                    writes.append(writer.submit(store, turn, frame, display))
                     times.append(round(moment, 6))
-                    if len(writes) > _WRITES_IN_FLIGHT:
+                    in_flight = max(1, min(_WRITES_IN_FLIGHT, _BYTES_IN_FLIGHT // (frame.width * frame.height * 3 // 2)))
+                    while len(writes) > in_flight:
                         size = writes.popleft().result()
                 for write in writes:
                     size = write.result()

@@ -15,6 +15,7 @@ the choice exact because such a frame could never be picked.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from typing import Iterator, NamedTuple
@@ -24,7 +25,10 @@ from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from ..protocol import turn_count
-from .probe import VideoError, probe_duration
+from .display import Display
+from .probe import VideoError, probe
+
+log = logging.getLogger("streamo.video")
 
 PATCH_FACTOR = 28
 """Qwen2.5-VL: 14-pixel patches merged 2×2, so frame sides are multiples of 28."""
@@ -39,8 +43,10 @@ MAX_ASPECT_RATIO = 200
 # packet-based duration still counts.
 _TAIL_TOLERANCE_TURNS = 1.0
 _EPS = 1e-6
+_DECODER_BYTES = 256 * 2**20
 # Area averaging: alias-free when shrinking to the pixel budget, and cheaper than bicubic.
 _INTERPOLATION = "AREA"
+_SHRUNK_AS_IS = frozenset({"yuv420p", "yuvj420p"})
 
 
 def smart_resize(
@@ -99,26 +105,43 @@ def _open(source) -> av.container.InputContainer:
 
 
 class FrameScaler:
-    """Converts decoded frames of one video to RGB at its pixel budget, reusing one swscale
-    context (setting one up per frame costs more than the scaling itself)."""
+    """Turns decoded frames of one video into the pictures the model sees: shown as a player
+    shows them (``Display``), RGB, at the video's pixel budget. The swscale contexts are reused
+    (setting one up per frame costs more than the scaling itself); the scaling also corrects
+    non-square pixels, and a rotation is a transpose of the small result."""
 
     def __init__(self, name: str, max_pixels: int = MAX_PIXELS, min_pixels: int = MIN_PIXELS):
         self.name = name
         self.max_pixels = max_pixels
         self.min_pixels = min_pixels
-        self.size: tuple[int, int] | None = None  # (height, width) once the first frame is seen
-        self._reformatter = VideoReformatter()
+        self.size: tuple[int, int] | None = None  # shown (height, width) once the first frame is seen
+        self._shrink = VideoReformatter()
+        self._to_rgb = VideoReformatter()
 
-    def __call__(self, frame: av.VideoFrame) -> Image.Image:
+    def __call__(self, frame: av.VideoFrame, display: Display) -> Image.Image:
         if self.size is None:
+            shown_width, shown_height = display.size(frame.width, frame.height)
             try:
-                self.size = smart_resize(frame.height, frame.width, self.min_pixels, self.max_pixels)
+                self.size = smart_resize(shown_height, shown_width, self.min_pixels, self.max_pixels)
             except ValueError as exc:
                 raise VideoError(f"{self.name}: {exc}") from None
-        height, width = self.size
-        scaled = self._reformatter.reformat(frame, width, height, "rgb24", interpolation=_INTERPOLATION, threads=1)
+        width, height = display.stored_size(self.size[1], self.size[0])
+        if frame.format.name in _SHRUNK_AS_IS:
+            # Shrinking in the decoder's own 4:2:0 format, then converting the small picture,
+            # costs a third of converting while scaling (swscale's RGB output path is slow).
+            frame = self._shrink.reformat(frame, width, height, interpolation=_INTERPOLATION, threads=1)
+        scaled = self._to_rgb.reformat(frame, width, height, "rgb24", interpolation=_INTERPOLATION, threads=1)
         plane = scaled.planes[0]
-        return Image.frombytes("RGB", (width, height), bytes(plane), "raw", "RGB", plane.line_size)
+        return display.orient(Image.frombytes("RGB", (width, height), bytes(plane), "raw", "RGB", plane.line_size))
+
+
+class TurnFrame(NamedTuple):
+    """A turn's decoded frame before conversion, with its video's display transform."""
+
+    turn: int
+    time: float
+    frame: av.VideoFrame
+    display: Display
 
 
 def iter_frames(
@@ -141,19 +164,20 @@ def iter_frames(
     before its duration.
     """
     scale = FrameScaler(_name(source), max_pixels, min_pixels)
-    for turn, moment, frame in turn_frames(source, fps, turns, threads):
-        yield SampledFrame(turn, moment, scale(frame))
+    for turn, moment, frame, display in turn_frames(source, fps, turns, threads):
+        yield SampledFrame(turn, moment, scale(frame, display))
 
 
-def turn_frames(source, fps: float = 1.0, turns: int | None = None, threads: int = 0) -> Iterator[tuple[int, float, av.VideoFrame]]:
-    """``iter_frames`` before conversion: ``(turn, time, decoded frame)``, for callers that
-    convert elsewhere (the cache scales and encodes in a writer thread). A frame serving
-    several turns is yielded once per turn."""
+def turn_frames(source, fps: float = 1.0, turns: int | None = None, threads: int = 0) -> Iterator[TurnFrame]:
+    """``iter_frames`` before conversion, for callers that convert elsewhere (the cache scales
+    and encodes in a writer thread). A frame serving several turns is yielded once per turn."""
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     name = _name(source)
+    cut_at = None
     if turns is None and _is_file(source):
-        turns = turn_count(probe_duration(source), fps)
+        info = probe(source)
+        turns, cut_at = turn_count(info.duration, fps), info.cut_at
         if turns == 0:
             raise VideoError(f"{name}: shorter than one turn at {fps:g} fps")
     container = _open(source)
@@ -162,32 +186,54 @@ def turn_frames(source, fps: float = 1.0, turns: int | None = None, threads: int
             raise VideoError(f"{name}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        stream.thread_count = threads
-        yield from _select(container, stream, name, fps, turns)
+        stream.thread_count = threads or _auto_threads(stream.width * stream.height)
+        span = _PacketSpan()
+        yield from _select(container, stream, name, fps, turns, span)
+    cut_at = span.cut_at if cut_at is None else cut_at
+    if cut_at is not None:
+        log.warning("%s: the video breaks off at %.2f s (damaged or cut short); frames up to there are used",
+                    name, cut_at)
+
+
+def _auto_threads(pixels: int) -> int:
+    """Decoder threads when left automatic: FFmpeg's choice (0), unless frames are so large
+    (8K: 50 MB each, one held per frame thread) that its choice on a many-core machine would
+    hold more than ``_DECODER_BYTES``."""
+    frame_bytes = max(pixels * 3 // 2, 1)
+    cpus = os.cpu_count() or 1
+    return 0 if frame_bytes * (cpus + 1) <= _DECODER_BYTES else max(1, min(cpus, _DECODER_BYTES // frame_bytes))
 
 
 class _PacketSpan:
     """Latest packet end (pts + duration) seen while demuxing, in seconds: the same measure
-    ``probe_duration`` uses, so a stream without a known length gets the converter's count."""
+    ``probe_duration`` uses, so a stream without a known length gets the converter's count;
+    and where (s from the first frame) a packet was first found damaged or reading failed."""
 
     def __init__(self) -> None:
+        self.origin: float | None = None
         self.end: float | None = None
+        self.cut_at: float | None = None
 
     def add(self, end: float) -> None:
         self.end = end if self.end is None else max(self.end, end)
 
+    def damaged(self, moment: float | None) -> None:
+        if self.cut_at is None:
+            moment = self.end if moment is None else moment
+            self.cut_at = max((moment or 0.0) - (self.origin or 0.0), 0.0)
 
-def _select(container, stream, name, fps, turns) -> Iterator[tuple[int, float, av.VideoFrame]]:
+
+def _select(container, stream, name, fps, turns, span: _PacketSpan) -> Iterator[TurnFrame]:
     base = float(stream.time_base)
     origin: float | None = None
     next_turn = 0
     last = None  # (time, frame) of the latest decoded frame
+    display: Display | None = None
 
     def unwanted(pts: int) -> bool:
         return origin is not None and pts * base - origin < next_turn / fps - _EPS
 
-    span = _PacketSpan()
-    pending: list[tuple[int, float, av.VideoFrame]] = []  # live source: turns until the stream covers them
+    pending: list[TurnFrame] = []  # live source: turns until the stream covers them
 
     def covered() -> int:
         """Whole turns the packets read so far span (the converter's count for this much video)."""
@@ -198,11 +244,12 @@ def _select(container, stream, name, fps, turns) -> Iterator[tuple[int, float, a
             continue
         moment = frame.pts * base
         if origin is None:
-            origin = moment
+            origin = span.origin = moment
+            display = Display.of(frame, stream.sample_aspect_ratio)
         moment -= origin
         last = (moment, frame)
         while (turns is None or next_turn < turns) and moment >= next_turn / fps - _EPS:
-            chosen = (next_turn, moment, frame)
+            chosen = TurnFrame(next_turn, moment, frame, display)
             next_turn += 1
             if turns is None:
                 pending.append(chosen)
@@ -210,7 +257,7 @@ def _select(container, stream, name, fps, turns) -> Iterator[tuple[int, float, a
                 yield chosen
         if pending:
             ready = covered()
-            while pending and pending[0][0] < ready:
+            while pending and pending[0].turn < ready:
                 yield pending.pop(0)
         if turns is not None and next_turn >= turns:
             return
@@ -218,7 +265,7 @@ def _select(container, stream, name, fps, turns) -> Iterator[tuple[int, float, a
         raise VideoError(f"{name}: no decodable video frame")
     if turns is None:
         turns = covered()
-        yield from (chosen for chosen in pending if chosen[0] < turns)
+        yield from (chosen for chosen in pending if chosen.turn < turns)
     moment, frame = last
     if next_turn < turns:
         if (turns - 1) / fps > moment + _TAIL_TOLERANCE_TURNS / fps + _EPS:
@@ -227,13 +274,13 @@ def _select(container, stream, name, fps, turns) -> Iterator[tuple[int, float, a
                 f"at {fps:g} fps (truncated or corrupt video)"
             )
         for turn in range(next_turn, turns):
-            yield turn, moment, frame
+            yield TurnFrame(turn, moment, frame, display)
 
 
 def _decode(container, stream, unwanted, span: _PacketSpan) -> Iterator[av.VideoFrame]:
     """Decode ``stream`` in one pass; packets that fail to decode are skipped, a demuxer
-    error ends the stream. ``unwanted(pts)`` marks packets whose frame the decoder may drop
-    when no other frame references it."""
+    error ends the stream (both noted in ``span``). ``unwanted(pts)`` marks packets whose
+    frame the decoder may drop when no other frame references it."""
     codec = stream.codec_context
     base = float(stream.time_base)
     packets = container.demux(stream)
@@ -243,15 +290,21 @@ def _decode(container, stream, unwanted, span: _PacketSpan) -> Iterator[av.Video
         except StopIteration:
             return  # the demuxer's final empty packet has already flushed the decoder
         except av.FFmpegError:
+            span.damaged(None)
             break
+        moment = None
         if packet.pts is not None:
+            moment = packet.pts * base
             span.add((packet.pts + (packet.duration or 0)) * base)
             codec.skip_frame = "NONREF" if unwanted(packet.pts) else "DEFAULT"
         else:
             codec.skip_frame = "DEFAULT"
+        if packet.is_corrupt:
+            span.damaged(moment)
         try:
             yield from packet.decode()
         except av.FFmpegError:
+            span.damaged(moment)
             continue
     codec.skip_frame = "DEFAULT"
     try:

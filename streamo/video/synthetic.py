@@ -1,4 +1,4 @@
-"""Synthetic H.264 clips whose pictures carry their own frame number.
+"""Synthetic clips (H.264 unless told otherwise) whose pictures carry their own frame number.
 
 Tests and benchmarks need videos with known timing (constant, variable, lying metadata,
 cut short) and a way to tell, after decoding, JPEG and resizing, which frame was picked.
@@ -13,7 +13,6 @@ import os
 from fractions import Fraction
 from typing import Sequence
 
-import av
 import numpy as np
 from PIL import Image
 
@@ -47,6 +46,9 @@ def _picture(number: int, texture: np.ndarray, width: int, height: int) -> np.nd
     return picture
 
 
+_X26X = ("libx264", "libx265")
+
+
 def write_clip(
     path: str | os.PathLike[str],
     times: Sequence[float],
@@ -57,15 +59,34 @@ def write_clip(
     preset: str = "veryfast",
     container_format: str | None = None,
     options: dict[str, str] | None = None,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    rotation: int = 0,
+    mirror: bool = False,
+    sample_aspect: Fraction | None = None,
 ) -> None:
-    """Encode one frame per entry of ``times`` (seconds), frame i showing the number i."""
+    """Encode one frame per entry of ``times`` (seconds), frame i showing the number i.
+
+    ``rotation`` (degrees counter-clockwise, FFmpeg's sense) and ``mirror`` write a display
+    matrix, as phones do; ``sample_aspect`` makes the pixels non-square (anamorphic video).
+    ``gop``, ``bframes`` and ``preset`` apply to x264/x265; other codecs get ``gop`` alone.
+    """
+    import av
+
     texture = np.random.default_rng(1).integers(0, 256, (height, width), dtype=np.uint8)
     with av.open(os.fspath(path), "w", format=container_format, options=options or {}) as container:
         nominal = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 30
-        stream = container.add_stream("libx264", rate=Fraction(round(nominal * 1000), 1000))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream = container.add_stream(codec, rate=Fraction(round(nominal * 1000), 1000))
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.codec_context.time_base = _TIME_BASE
-        stream.options = {"g": str(gop), "keyint_min": str(min(gop, 25)), "bf": str(bframes), "preset": preset}
+        if codec in _X26X:
+            stream.options = {"g": str(gop), "keyint_min": str(min(gop, 25)), "bf": str(bframes), "preset": preset}
+        else:
+            stream.options = {"g": str(gop)}
+        if sample_aspect is not None:
+            stream.codec_context.sample_aspect_ratio = sample_aspect
+        if rotation or mirror:
+            stream.set_display_rotation(rotation, hflip=mirror)
         for number, moment in enumerate(times):
             frame = av.VideoFrame.from_ndarray(_picture(number, texture, width, height), format="rgb24")
             frame.pts = int(round(moment * 90000))

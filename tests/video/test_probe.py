@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from streamo.video import VideoError, probe_duration
+from streamo.video import VideoError, probe_duration, probe_video
 
 from .clips import make_clip
 
@@ -15,9 +15,11 @@ def test_a_damaged_payload_is_caught_only_by_decoding_the_first_frame(tmp_path):
     path.write_bytes(bytes(data))
     assert probe_duration(path) == pytest.approx(4.0)  # the index is intact
     with pytest.raises(VideoError, match="damaged.mp4: first frame does not decode"):
-        probe_duration(path, decode_first_frame=True)
+        probe_video(path)
 
 
 def test_decoding_the_first_frame_keeps_the_true_duration(tmp_path):
     path, _ = make_clip(tmp_path, "good.mp4", 10, 4, width=64, height=48)
-    assert probe_duration(path, decode_first_frame=True) == probe_duration(path) == pytest.approx(4.0)
+    info = probe_video(path)
+    assert info.duration == probe_duration(path) == pytest.approx(4.0)
+    assert (info.width, info.height, info.cut_at) == (64, 48, None)
