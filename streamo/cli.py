@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from .commands import COMMANDS, DATA_COMMANDS
+from .commands import COMMANDS, DATA_COMMANDS, add_parser
 from .errors import UsageError
 
 __all__ = ["COMMANDS", "DATA_COMMANDS", "UsageError", "build_parser", "main"]
@@ -22,7 +22,7 @@ def build_parser(prog: str = "streamo", commands: Sequence[str] = tuple(COMMANDS
     parser = argparse.ArgumentParser(prog=prog, description="Streamo: train and run real-time streaming video assistants.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in commands:
-        COMMANDS[name].add_parser(sub)
+        add_parser(sub, name)
     return parser
 
 

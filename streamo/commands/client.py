@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
+from ..live.command import add_client_arguments as add_arguments, run_client as run
+
 NAME = "client"
-
-
-def add_parser(sub) -> None:
-    from ..live.command import add_client_arguments, run_client
-
-    parser = sub.add_parser(
-        NAME,
-        help="play a video through a streamo serve session and print each second's state and answer",
-        description="Open a live session on a streamo serve server, send a video's frames (and questions), and print "
-        "the same lines as streamo stream.",
-    )
-    add_client_arguments(parser)
-    parser.set_defaults(handler=run_client)
+HELP = "play a video through a streamo serve session and print each second's state and answer"
+DESCRIPTION = ("Open a live session on a streamo serve server, send a video's frames (and questions), and print "
+               "the same lines as streamo stream.")
+__all__ = ["add_arguments", "run"]

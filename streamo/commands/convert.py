@@ -11,19 +11,15 @@ from ..protocol import DEFAULT_SYSTEM_PROMPT
 from .options import add_prompt_options, add_raw_options
 
 NAME = "convert"
+ALIASES = ("to-stream",)
+HELP = "convert raw event annotations into per-second stream conversations"
+DESCRIPTION = "Convert raw event annotations into per-second stream conversations."
 
 
-def add_parser(sub) -> None:
-    parser = sub.add_parser(
-        NAME,
-        aliases=["to-stream"],
-        help="convert raw event annotations into per-second stream conversations",
-        description="Convert raw event annotations into per-second stream conversations.",
-    )
+def add_arguments(parser) -> None:
     add_raw_options(parser)
     parser.add_argument("--output", required=True, type=Path, help="stream file: *.json (indented list) or *.jsonl")
     add_prompt_options(parser)
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

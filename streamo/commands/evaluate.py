@@ -13,18 +13,14 @@ from ..errors import UsageError
 from .options import add_fps
 
 NAME = "eval"
+HELP = "score a model or per-second predictions against ground-truth timelines"
+DESCRIPTION = ("Score predictions (JSON lines of per-second states and answers), or a model run through the "
+               "streaming engine, against a stream or raw data file: state accuracy and macro-F1, response timing F1 "
+               "and delay, answer ROUGE-L.")
 
 
-def add_parser(sub) -> None:
+def add_arguments(parser) -> None:
     from ..engine.command import add_engine_options
-
-    parser = sub.add_parser(
-        NAME,
-        help="score a model or per-second predictions against ground-truth timelines",
-        description="Score predictions (JSON lines of per-second states and answers), or a model run through the "
-        "streaming engine, against a stream or raw data file: state accuracy and macro-F1, response timing F1 "
-        "and delay, answer ROUGE-L.",
-    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--predictions", type=existing_file, help="JSONL: {sample, t, state, text}")
     source.add_argument("--model", help="checkpoint directory: play every sample through the streaming engine")
@@ -36,7 +32,6 @@ def add_parser(sub) -> None:
     parser.add_argument("--plot", type=Path, help="*.png: one picture of all samples; otherwise a directory of pictures")
     parser.add_argument("--predictions-out", type=Path, help="with --model: keep the predictions JSONL here (to re-score later)")
     add_engine_options(parser)
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

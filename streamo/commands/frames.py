@@ -10,15 +10,12 @@ from ..argtypes import existing_file, positive_int
 from .options import WORKERS, add_fps
 
 NAME = "frames"
+HELP = "extract every video's per-turn frames into the frame cache ahead of training"
+DESCRIPTION = ("Sample each video at --fps, resize to the pixel budget and store JPEGs in the frame "
+               "cache; resumable, with a manifest and a failure report in the cache directory.")
 
 
-def add_parser(sub) -> None:
-    parser = sub.add_parser(
-        NAME,
-        help="extract every video's per-turn frames into the frame cache ahead of training",
-        description="Sample each video at --fps, resize to the pixel budget and store JPEGs in the frame "
-        "cache; resumable, with a manifest and a failure report in the cache directory.",
-    )
+def add_arguments(parser) -> None:
     parser.add_argument("--input", required=True, type=existing_file, help="stream file or raw annotations")
     parser.add_argument("--cache-dir", required=True, type=Path, help="frame cache directory")
     add_fps(parser)
@@ -29,7 +26,6 @@ def add_parser(sub) -> None:
                         help="videos decoded in parallel (default: all CPUs)")
     parser.add_argument("--quality", type=positive_int, help="JPEG quality 1-100 (default: 90)")
     parser.add_argument("--video-prefix", help="directory prepended to each video path")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

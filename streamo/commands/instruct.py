@@ -12,14 +12,11 @@ from ..protocol import DEFAULT_SYSTEM_PROMPT
 from .options import WORKERS, add_fps, add_initial_question, add_prompt_options
 
 NAME = "instruct"
+HELP = "prepare Streamo-Instruct-465K: find the videos, convert, report what is missing"
+DESCRIPTION = "Work with Streamo-Instruct-465K-style annotation trees."
 
 
-def add_parser(sub) -> None:
-    parser = sub.add_parser(
-        NAME,
-        help="prepare Streamo-Instruct-465K: find the videos, convert, report what is missing",
-        description="Work with Streamo-Instruct-465K-style annotation trees.",
-    )
+def add_arguments(parser) -> None:
     commands = parser.add_subparsers(dest="instruct_command", required=True, metavar="COMMAND")
     prepare = commands.add_parser(
         "prepare",
@@ -50,10 +47,10 @@ def add_parser(sub) -> None:
     add_fps(prepare)
     add_initial_question(prepare)
     add_prompt_options(prepare)
-    prepare.set_defaults(handler=run_prepare)
 
 
-def run_prepare(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """``prepare``, the one sub-command so far."""
     from ..convert import ConvertOptions
     from ..instruct import PrepareOptions, VideoRoots, format_table, prepare
 

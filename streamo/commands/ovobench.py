@@ -12,20 +12,16 @@ from ..errors import UsageError
 from .options import add_fps
 
 NAME = "ovobench"
+HELP = "run a model on OVO-Bench (or score its replies) by the benchmark's rules"
+DESCRIPTION = ("OVO-Bench: forward-active tasks (REC, SSR, CRR) stream and the model decides when to answer; "
+               "multiple-choice tasks are answered at the probe time. Prints one JSON line, scored as the benchmark's scorer "
+               "does, in %: score.tasks (each task's accuracy: mean over its probes), score.categories (backward, realtime, "
+               "forward: mean of their tasks' accuracies), score.overall (mean of the category means: the benchmark's "
+               "\"Total Avg.\"); with --model also a latency-aware forward score.")
 
 
-def add_parser(sub) -> None:
+def add_arguments(parser) -> None:
     from ..engine.command import add_engine_options
-
-    parser = sub.add_parser(
-        NAME,
-        help="run a model on OVO-Bench (or score its replies) by the benchmark's rules",
-        description="OVO-Bench: forward-active tasks (REC, SSR, CRR) stream and the model decides when to answer; "
-        "multiple-choice tasks are answered at the probe time. Prints one JSON line, scored as the benchmark's scorer "
-        "does, in %: score.tasks (each task's accuracy: mean over its probes), score.categories (backward, realtime, "
-        "forward: mean of their tasks' accuracies), score.overall (mean of the category means: the benchmark's "
-        "\"Total Avg.\"); with --model also a latency-aware forward score.",
-    )
     parser.add_argument("--annotations", required=True, type=existing_file, help="OVO-Bench annotation file (JSON list)")
     parser.add_argument("--video-root", type=Path, help="directory the annotations' video paths are relative to")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -36,7 +32,6 @@ def add_parser(sub) -> None:
     parser.add_argument("--out", type=Path, help="write the full JSON report (scores, latency, every probe) here")
     parser.add_argument("--predictions-out", type=Path, help="write the replies (JSONL {id, task, index, reply}) here")
     add_engine_options(parser)
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,17 +9,13 @@ import sys
 from ..argtypes import existing_file
 
 NAME = "stats"
+HELP = "count samples, turns, states and responses in a stream file"
+DESCRIPTION = "Count samples, turns, state distribution, responses and durations of a stream file."
 
 
-def add_parser(sub) -> None:
-    parser = sub.add_parser(
-        NAME,
-        help="count samples, turns, states and responses in a stream file",
-        description="Count samples, turns, state distribution, responses and durations of a stream file.",
-    )
+def add_arguments(parser) -> None:
     parser.add_argument("--input", required=True, type=existing_file, help="stream file (JSON list or JSONL)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

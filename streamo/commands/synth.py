@@ -9,17 +9,14 @@ from pathlib import Path
 from ..argtypes import positive_float, positive_int
 
 NAME = "synth"
+HELP = "generate synthetic shape videos with timed events and their raw annotations"
+DESCRIPTION = ("Generate short videos of coloured shapes with unambiguous timed events and their raw "
+               "annotations (instant QA, event grounding, narration, several questions per stream).")
 
 
-def add_parser(sub) -> None:
+def add_arguments(parser) -> None:
     from ..synth.scene import DEFAULT_DURATION, DEFAULT_PAUSE, GROUNDING_CHOICES, MIN_PAUSE, SHORTEST_DURATION
 
-    parser = sub.add_parser(
-        NAME,
-        help="generate synthetic shape videos with timed events and their raw annotations",
-        description="Generate short videos of coloured shapes with unambiguous timed events and their raw "
-        "annotations (instant QA, event grounding, narration, several questions per stream).",
-    )
     parser.add_argument("--out", required=True, type=Path, help="output directory (videos/ and raw_data.json)")
     parser.add_argument("--videos", required=True, type=positive_int, help="number of videos")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
@@ -39,7 +36,6 @@ def add_parser(sub) -> None:
     parser.add_argument("--timing-cue", action="store_true",
                         help="diagnostic: paint the background blue while something moves and red in the first frame "
                         "at rest after a change, so that the timing can be read off any frame by any vision encoder")
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

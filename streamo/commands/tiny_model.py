@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
+from ..tiny_model import add_arguments, run
+
 NAME = "tiny-model"
-
-
-def add_parser(sub) -> None:
-    from .. import tiny_model
-
-    parser = sub.add_parser(
-        NAME,
-        help="build a tiny random Qwen2.5-VL with the real Qwen2 tokenizer (CPU smoke runs, tests)",
-        description="Build a tiny random Qwen2.5-VL with the real Qwen2 tokenizer (seeded; reused when complete).",
-    )
-    tiny_model.add_arguments(parser)
-    parser.set_defaults(handler=tiny_model.run)
+HELP = "build a tiny random Qwen2.5-VL with the real Qwen2 tokenizer (CPU smoke runs, tests)"
+DESCRIPTION = "Build a tiny random Qwen2.5-VL with the real Qwen2 tokenizer (seeded; reused when complete)."
+__all__ = ["add_arguments", "run"]

@@ -8,16 +8,12 @@ from .convert import process
 from .options import add_raw_options
 
 NAME = "validate"
+HELP = "check raw annotations and report problems without writing output"
+DESCRIPTION = "Check raw annotations and report every problem, writing no output."
 
 
-def add_parser(sub) -> None:
-    parser = sub.add_parser(
-        NAME,
-        help="check raw annotations and report problems without writing output",
-        description="Check raw annotations and report every problem, writing no output.",
-    )
+def add_arguments(parser) -> None:
     add_raw_options(parser)
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
