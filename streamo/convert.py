@@ -60,7 +60,8 @@ class Outcome:
         return [p for p in self.problems if p.severity == "warning"]
 
 
-def resolve_video(video_path: str, prefix: str | None) -> str:
+def prefixed_video_path(video_path: str, prefix: str | None) -> str:
+    """A raw sample's ``video_path`` under ``--video-prefix``, as the converted stream names it."""
     return os.path.join(prefix, video_path) if prefix else video_path
 
 
@@ -73,7 +74,7 @@ def convert_sample(data: Any, options: ConvertOptions, probe: DurationProbe | No
     raw, problems = validate_raw(data)
     if raw is None:
         return Outcome(None, problems)
-    video = resolve_video(raw.video_path, options.video_prefix)
+    video = prefixed_video_path(raw.video_path, options.video_prefix)
 
     duration = raw.duration
     if duration is None:

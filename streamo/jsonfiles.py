@@ -16,6 +16,8 @@ from typing import IO, Any, Iterator, NamedTuple
 import ijson
 import orjson
 
+from .errors import UsageError
+
 
 class Unparsed(NamedTuple):
     """A JSONL line kept as bytes so that parsing can happen in a worker process
@@ -25,7 +27,7 @@ class Unparsed(NamedTuple):
     line_number: int
 
 
-class InvalidRecord(ValueError):
+class InvalidRecord(UsageError, ValueError):
     """A record that is not valid JSON."""
 
 

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
-from .convert import resolve_video
+from .convert import prefixed_video_path
 from .engine.command import BACKENDS
 from .jsonfiles import iter_records
 from .metrics.data import TruthSample, load_truth
@@ -134,7 +134,7 @@ def load_eval_samples(
             field_name = "videos"
         else:
             video = record.get("video_path")
-            video = resolve_video(video, video_prefix) if isinstance(video, str) and video else None
+            video = prefixed_video_path(video, video_prefix) if isinstance(video, str) and video else None
             field_name = "video_path"
         if video is None:
             problems.append(f"{path}: sample {truth.index}: {field_name}: no video to play")
@@ -197,7 +197,7 @@ def _video_turns(video: str, fps: float) -> int:
 
 def ovobench_stream(model: StreamModel) -> Callable:
     """``stream(request)`` for ``streamo.ovobench.run_streaming``: one session per request."""
-    from .ovobench import StreamEvent
+    from .ovobench import DecidedTurn
 
     fps = model.settings.fps
 
@@ -210,7 +210,7 @@ def ovobench_stream(model: StreamModel) -> Callable:
         events = []
         for turn, image in model.frames(request.video, turns):
             event = session.push_frame(image, turn / fps)
-            events.append(StreamEvent(event.t, event.state, event.text))
+            events.append(DecidedTurn(event.t, event.state, event.text))
         return events
 
     return stream

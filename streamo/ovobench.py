@@ -289,7 +289,7 @@ class StreamRequest:
 
 
 @dataclass(frozen=True)
-class StreamEvent:
+class DecidedTurn:
     """One turn's decision, as the streaming engine reports it (``t`` = start of the turn)."""
 
     t: float
@@ -297,18 +297,18 @@ class StreamEvent:
     text: str = ""
 
 
-StreamFn = Callable[[StreamRequest], Sequence[StreamEvent]]
+StreamFn = Callable[[StreamRequest], Sequence[DecidedTurn]]
 
 
 @dataclass
 class StreamRun:
     request: StreamRequest
-    events: list[StreamEvent]
+    events: list[DecidedTurn]
     evidence: list[float]
     reference_answer: str = ""
     error: str | None = None
 
-    def responses(self) -> list[StreamEvent]:
+    def responses(self) -> list[DecidedTurn]:
         """Answers from the turn in which the question was asked on."""
         asked = max((e.t for e in self.events if e.t <= self.request.ask_time + 1e-9), default=self.request.ask_time)
         return [e for e in self.events if e.state is State.RESPONSE and e.t >= asked]

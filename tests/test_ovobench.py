@@ -5,7 +5,7 @@ import pytest
 from streamo.ovobench import (
     Probe,
     ProbeResult,
-    StreamEvent,
+    DecidedTurn,
     latency_score,
     load_annotations,
     probe_correct,
@@ -126,15 +126,15 @@ def scripted_stream(delay: float = 0.0, premature: bool = False):
     def stream(request):
         turns = range(int(request.until) + 1)
         if request.task == "REC":
-            return [StreamEvent(t, R, f"{n + 1}") if t in (4 + delay, 8 + delay) else StreamEvent(t, S) for n, t in enumerate(turns)]
+            return [DecidedTurn(t, R, f"{n + 1}") if t in (4 + delay, 8 + delay) else DecidedTurn(t, S) for n, t in enumerate(turns)]
         if request.task == "SSR":
             start, end = (2, 5) if "open the box" in request.question else (7, 10)
-            return [StreamEvent(t, R if t == end + delay else B if start <= t < end + delay else S) for t in turns]
+            return [DecidedTurn(t, R if t == end + delay else B if start <= t < end + delay else S) for t in turns]
         if request.task == "CRR":
             answer_at = 3 if premature else 6 + delay
-            return [StreamEvent(t, R, "He calls his sister.") if t == answer_at else StreamEvent(t, S) for t in turns]
+            return [DecidedTurn(t, R, "He calls his sister.") if t == answer_at else DecidedTurn(t, S) for t in turns]
         letter, asked = {1: "C", 2: "A", 3: "B", 4: "D"}[request.item_id], int(request.ask_time)
-        return [StreamEvent(t, R if t == asked else S, letter if t == asked else "") for t in turns]
+        return [DecidedTurn(t, R if t == asked else S, letter if t == asked else "") for t in turns]
 
     return stream
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..argtypes import engine_arg, positive_float, positive_int, probability, seconds, system_prompt_file
+from ..errors import UsageError
 from ..protocol import State, format_seconds, time_tag, turn_count, turn_of
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -25,7 +26,7 @@ BACKENDS = ("transformers", "vllm")
 """What can run the model: the KV-cache engine (``session``) or vLLM (``vllm_backend``)."""
 
 
-class StreamInputError(ValueError):
+class StreamInputError(UsageError, ValueError):
     """Arguments or inputs ``streamo stream`` cannot use (exit status 2)."""
 
 

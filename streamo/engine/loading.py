@@ -7,11 +7,12 @@ import json
 import os
 from pathlib import Path
 
+from ..errors import UsageError
 from ..video.sampling import MAX_PIXELS
 from ..protocol import StateTokenError, state_token_ids
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UsageError, ValueError):
     """A model directory the engine cannot use; the message says why."""
 
 

@@ -37,6 +37,7 @@ from .. import __version__
 from ..annotation import Problem, parse_time
 from ..batch import CHUNK_SIZE, convert_chunks
 from ..convert import ConvertOptions
+from ..errors import UsageError
 from ..jsonfiles import InvalidRecord, RecordWriter, atomic_write, iter_records, parse_record
 from ..protocol import turn_count
 from .sources import NO_SOURCE, VideoRoots, canonical_source, name_key, source_key
@@ -50,7 +51,7 @@ SUMMARY_NAME = "summary.json"
 _STATE_VERSION = 1
 
 
-class PrepareError(ValueError):
+class PrepareError(UsageError, ValueError):
     """Arguments that cannot work with these annotations (an unknown task, say)."""
 
 

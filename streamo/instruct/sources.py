@@ -16,6 +16,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import UsageError
+
+
+class RootError(UsageError, ValueError):
+    """A video root that cannot be used (``--video-root``, ``--roots``)."""
+
+
 KNOWN_SOURCES: dict[str, tuple[str, ...]] = {
     "ActivityNet": ("ANet", "ActivityNet Captions"),
     "COIN": (),
@@ -74,18 +81,18 @@ class VideoRoots:
 
     def add(self, spec: str, base: Path | None = None, where: str = "--video-root") -> None:
         """Add ``SOURCE=DIR`` (a root for that source) or ``DIR`` (the default root); relative
-        directories are taken from ``base``. Raises ValueError naming ``where`` for a bad spec."""
+        directories are taken from ``base``. Raises RootError naming ``where`` for a bad spec."""
         source, equals, directory = spec.partition("=")
         if not equals or os.sep in source or "/" in source:  # a directory whose name holds "="
             source, equals, directory = "", "", spec
         if equals and not source.strip():
-            raise ValueError(f"{where} {spec!r}: empty source name (use DIR alone for the default root)")
+            raise RootError(f"{where} {spec!r}: empty source name (use DIR alone for the default root)")
         directory = os.path.expanduser(directory.strip())
         if not directory:
-            raise ValueError(f"{where} {spec!r}: empty directory")
+            raise RootError(f"{where} {spec!r}: empty directory")
         path = Path(directory) if base is None else base / directory
         if not path.is_dir():
-            raise ValueError(f"{where} {spec!r}: no such directory: {path}")
+            raise RootError(f"{where} {spec!r}: no such directory: {path}")
         path_text = os.path.abspath(path)
         if not source.strip():
             self.default = path_text
@@ -102,7 +109,7 @@ class VideoRoots:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"--roots {path}: {exc}") from None
+            raise RootError(f"--roots {path}: {exc}") from None
         for number, line in enumerate(lines, start=1):
             line = line.strip()
             if line and not line.startswith("#"):

@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from ..errors import UsageError
 from ..protocol import State, Timeline
 from .scoring import SampleScore, ScoringItem, state_metrics
 
@@ -107,16 +108,20 @@ def _file_name(sample) -> str:
     return "sample_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", str(sample)) + ".png"
 
 
+class PlotTargetError(UsageError, ValueError):
+    """A picture target that cannot hold what is asked (too many samples for one file)."""
+
+
 def write_plots(target: str | os.PathLike[str], items: Sequence[ScoringItem], scores: Sequence[SampleScore]) -> list[Path]:
     """``*.png``: all samples stacked in one picture; otherwise a directory, one picture per sample.
 
-    Files are written to a temporary name and renamed. Raises ValueError when a single
+    Files are written to a temporary name and renamed. Raises PlotTargetError when a single
     picture would hold more than ``MAX_STACKED`` samples.
     """
     target = Path(target)
     if target.suffix.lower() == ".png":
         if len(items) > MAX_STACKED:
-            raise ValueError(f"{len(items)} samples do not fit one picture (at most {MAX_STACKED}): give a directory")
+            raise PlotTargetError(f"{len(items)} samples do not fit one picture (at most {MAX_STACKED}): give a directory")
         jobs = [(target, list(items), list(scores))]
     else:
         jobs = [(target / _file_name(item.sample), [item], [score]) for item, score in zip(items, scores)]

@@ -21,8 +21,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
+from ..errors import UsageError
 from ..protocol import State, Timeline
 from .text import exact_match, rouge_l
+
+
+class ToleranceError(UsageError, ValueError):
+    """A timing tolerance that is not a finite number of seconds >= 0."""
+
 
 STATES: tuple[State, ...] = (State.SILENCE, State.STANDBY, State.RESPONSE)
 DEFAULT_TOLERANCE = 1.0
@@ -214,7 +220,7 @@ def score_sample(
     if len(prediction.turns) != len(truth.turns):
         raise ValueError(f"prediction has {len(prediction.turns)} turns, truth has {len(truth.turns)}")
     if not (tolerance >= 0 and math.isfinite(tolerance)):
-        raise ValueError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
+        raise ToleranceError(f"tolerance must be a finite number >= 0, got {tolerance!r}")
     truth_states, predicted_states = truth.states(), prediction.states()
     confusion = confusion_matrix(truth_states, predicted_states)
     true_answers, predicted_answers = truth.responses(), prediction.responses()

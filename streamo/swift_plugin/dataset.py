@@ -83,7 +83,7 @@ def settings_from_arguments(arguments: Any) -> StreamSettings:
     )
 
 
-def resolve_video(video: str, data_file: str | None) -> str:
+def locate_video(video: str, data_file: str | None) -> str:
     """An absolute path for ``video``: as given, else from the current directory, else from
     the data file's directory or one of its parents (data files often name paths from the
     repository root). Returns the input unchanged when nothing exists."""
@@ -153,7 +153,7 @@ class StreamPreprocessor(RowPreprocessor):
             videos = [videos]
         if len(videos) != 1 or not isinstance(videos[0], str):
             raise RemovedSample(f"field 'videos': a stream sample needs exactly one video, got {len(videos)}")
-        video = resolve_video(videos[0], self.data_file)
+        video = locate_video(videos[0], self.data_file)
         if not os.path.isfile(video):
             raise RemovedSample(f"field 'videos': video not found: {videos[0]}")
         fps = round(timeline.fps, 6)

@@ -15,9 +15,9 @@ from typing import Iterable
 import orjson
 
 from ..jsonfiles import atomic_write
-from .scene import DEFAULT_DURATION, DEFAULT_PAUSE, GROUNDING_CHOICES, TASK_TYPES, Scene, annotate, make_scene
+from .scene import DEFAULT_DURATION, DEFAULT_PAUSE, GROUNDING_CHOICES, TASK_TYPES, Scene, SynthOptionError, annotate, make_scene
 
-__all__ = ["DEFAULT_DURATION", "DEFAULT_PAUSE", "GROUNDING_CHOICES", "SynthOptions", "TASK_TYPES", "Scene", "annotate", "generate",
+__all__ = ["DEFAULT_DURATION", "DEFAULT_PAUSE", "GROUNDING_CHOICES", "SynthOptions", "TASK_TYPES", "Scene", "SynthOptionError", "annotate", "generate",
            "make_scene", "parse_pause", "parse_range", "parse_size"]
 
 RAW_FILE = "raw_data.json"
@@ -45,19 +45,19 @@ class SynthOptions:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"160x128"`` -> ``(160, 128)``; ValueError for anything else."""
+    """``"160x128"`` -> ``(160, 128)``; SynthOptionError for anything else."""
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(part.isdigit() for part in parts):
-        raise ValueError(f"size must look like WIDTHxHEIGHT, got {text!r}")
+        raise SynthOptionError(f"size must look like WIDTHxHEIGHT, got {text!r}")
     return int(parts[0]), int(parts[1])
 
 
 def parse_range(text: str, name: str) -> tuple[int, int]:
-    """``"2,8"`` -> ``(2, 8)``; ValueError naming ``name`` for anything else (the range itself
+    """``"2,8"`` -> ``(2, 8)``; SynthOptionError naming ``name`` for anything else (the range itself
     is checked by ``make_scene``)."""
     parts = text.split(",")
     if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
-        raise ValueError(f"{name} must look like MIN,MAX (whole seconds), got {text!r}")
+        raise SynthOptionError(f"{name} must look like MIN,MAX (whole seconds), got {text!r}")
     return int(parts[0]), int(parts[1])
 
 

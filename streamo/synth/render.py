@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .scene import COLOURS, ROWS, Scene
+from .scene import COLOURS, ROWS, Scene, SynthOptionError
 
 BACKGROUND = (40, 40, 48)
 CRF = 28
@@ -34,7 +34,7 @@ class Canvas:
 
     def __init__(self, width: int, height: int, timing_cue: bool = False):
         if width < 32 or height < 32 or width % 2 or height % 2:
-            raise ValueError(f"frame size must be even and at least 32x32, got {width}x{height}")
+            raise SynthOptionError(f"frame size must be even and at least 32x32, got {width}x{height}")
         self.width, self.height = width, height
         self.timing_cue = timing_cue
         self.radius = max(int(min(width / 8, height / 8)), 4)

@@ -26,6 +26,13 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..errors import UsageError
+
+
+class SynthOptionError(UsageError, ValueError):
+    """A synthetic-video option out of its range (a usage error of ``streamo synth``)."""
+
+
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -197,9 +204,9 @@ def make_scene(seed: int, index: int, pause: tuple[int, int] = DEFAULT_PAUSE,
     range of the clip's length in whole seconds.
     """
     if not MIN_PAUSE <= pause[0] <= pause[1]:
-        raise ValueError(f"pause must be whole seconds {MIN_PAUSE} <= MIN <= MAX, got {pause[0]},{pause[1]}")
+        raise SynthOptionError(f"pause must be whole seconds {MIN_PAUSE} <= MIN <= MAX, got {pause[0]},{pause[1]}")
     if not SHORTEST_DURATION <= duration[0] <= duration[1]:
-        raise ValueError(f"duration must be whole seconds {SHORTEST_DURATION} <= MIN <= MAX, got {duration[0]},{duration[1]}")
+        raise SynthOptionError(f"duration must be whole seconds {SHORTEST_DURATION} <= MIN <= MAX, got {duration[0]},{duration[1]}")
     rng = random.Random(f"streamo-synth:{seed}:{index}")
     while True:
         scene = _build_scene(rng, pause, duration)
@@ -278,7 +285,7 @@ def annotate(
     """The raw samples (one per task type, plus the extra Grounding ones of ``grounding="each"``)
     for one scene, in the README's raw format."""
     if grounding not in GROUNDING_CHOICES:
-        raise ValueError(f"grounding must be one of {', '.join(GROUNDING_CHOICES)}, got {grounding!r}")
+        raise SynthOptionError(f"grounding must be one of {', '.join(GROUNDING_CHOICES)}, got {grounding!r}")
     rng = random.Random(f"streamo-synth-questions:{seed}:{index}")
     common = {"video_name": video_name, "video_path": video_path, "source": SOURCE}
     samples = []

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..errors import UsageError
 from .probe import VideoError
 from .sampling import MAX_PIXELS, MIN_PIXELS, FrameScaler, turn_frames
 
@@ -80,6 +81,10 @@ def _identity(video: str | os.PathLike[str]) -> _Identity:
     return _Identity(path, stat.st_size, stat.st_mtime_ns)
 
 
+class CacheOptionError(UsageError, ValueError):
+    """A frame-cache setting out of its range (a usage error of ``streamo frames``)."""
+
+
 class FrameCache:
     """Frames of videos sampled at ``fps`` and resized to [min_pixels, max_pixels], as JPEGs."""
 
@@ -93,11 +98,11 @@ class FrameCache:
         threads: int = 0,
     ):
         if not fps > 0:
-            raise ValueError(f"fps must be > 0, got {fps}")
+            raise CacheOptionError(f"fps must be > 0, got {fps}")
         if not 1 <= quality <= 100:
-            raise ValueError(f"JPEG quality must be within 1..100, got {quality}")
+            raise CacheOptionError(f"JPEG quality must be within 1..100, got {quality}")
         if not 0 < min_pixels <= max_pixels:
-            raise ValueError(f"need 0 < min_pixels <= max_pixels, got {min_pixels}, {max_pixels}")
+            raise CacheOptionError(f"need 0 < min_pixels <= max_pixels, got {min_pixels}, {max_pixels}")
         self.root = Path(cache_dir)
         self.fps = fps
         self.max_pixels = max_pixels

@@ -20,7 +20,7 @@ import orjson
 from tqdm import tqdm
 
 from ..annotation import parse_time
-from ..convert import resolve_video
+from ..convert import prefixed_video_path
 from ..jsonfiles import atomic_write, iter_records
 from ..protocol import STREAM_PLACEHOLDER, turn_count
 from .cache import FrameCache
@@ -85,7 +85,7 @@ def collect_videos(
             problems.append({"video": None, "samples": [index], "reason": "no 'videos' or 'video_path' field"})
             continue
         for path in paths:
-            videos.setdefault(resolve_video(path, video_prefix), VideoNeeds()).samples.append((index, turns))
+            videos.setdefault(prefixed_video_path(path, video_prefix), VideoNeeds()).samples.append((index, turns))
     return videos, problems
 
 

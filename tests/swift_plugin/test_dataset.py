@@ -6,7 +6,7 @@ import json
 import pytest
 
 from streamo.protocol import parse_stream_messages
-from streamo.swift_plugin.dataset import StreamPreprocessor, StreamSettings, resolve_video
+from streamo.swift_plugin.dataset import StreamPreprocessor, StreamSettings, locate_video
 from streamo.swift_plugin.frames import FrameSource
 
 SMALL_FRAMES = 56 * 56
@@ -82,8 +82,8 @@ def test_relative_video_paths_resolve_from_the_data_file_upwards(tmp_path, monke
     (tmp_path / "videos" / "a.mp4").write_bytes(b"x")
     (tmp_path / "data" / "sub").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "data")
-    assert resolve_video("videos/a.mp4", str(tmp_path / "data" / "sub" / "stream.json")) == str(tmp_path / "videos" / "a.mp4")
-    assert resolve_video("videos/b.mp4", str(tmp_path / "data" / "sub" / "stream.json")) == "videos/b.mp4"
+    assert locate_video("videos/a.mp4", str(tmp_path / "data" / "sub" / "stream.json")) == str(tmp_path / "videos" / "a.mp4")
+    assert locate_video("videos/b.mp4", str(tmp_path / "data" / "sub" / "stream.json")) == "videos/b.mp4"
 
 
 def test_a_file_with_no_usable_sample_stops_with_a_clear_error(samples, tmp_path, stream_processor):
