@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-import av
 
 _TAIL_SECONDS = 10.0
 
@@ -43,6 +42,8 @@ def probe_duration(path: str | os.PathLike[str], decode_first_frame: bool = Fals
     With ``decode_first_frame`` the first frame is decoded too: packets can be intact while
     their payload is not (a damaged download), and only the decoder notices.
     """
+    import av
+
     try:
         container = av.open(os.fspath(path))
     except (av.FFmpegError, OSError) as exc:
@@ -78,6 +79,8 @@ def probe_duration(path: str | os.PathLike[str], decode_first_frame: bool = Fals
 def _decode_first_frame(
     container: "av.container.InputContainer", stream: "av.video.stream.VideoStream", path: str | os.PathLike[str]
 ) -> None:
+    import av
+
     try:
         for _ in container.decode(stream):
             break

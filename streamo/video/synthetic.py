@@ -13,7 +13,6 @@ import os
 from fractions import Fraction
 from typing import Sequence
 
-import av
 import numpy as np
 from PIL import Image
 
@@ -59,6 +58,8 @@ def write_clip(
     options: dict[str, str] | None = None,
 ) -> None:
     """Encode one frame per entry of ``times`` (seconds), frame i showing the number i."""
+    import av
+
     texture = np.random.default_rng(1).integers(0, 256, (height, width), dtype=np.uint8)
     with av.open(os.fspath(path), "w", format=container_format, options=options or {}) as container:
         nominal = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 30
