@@ -346,6 +346,9 @@ def main(argv=None) -> int:
         built = fetch_wheels(requirements, args.out, args.build_python or python312())
         report.update(wheels=len(requirements), kit=[requirements[name] for name in sorted(requirements)], built=built,
                       left_to_image=sorted(found.left_to_image), excluded=found.excluded,
+                      # What the image must satisfy but whose version there is not on record: check there.
+                      unchecked_on_image={name: ",".join(specs) for name, specs in found.left_to_image.items()
+                                          if specs and read_image().get(name) is None},
                       not_installed=found.not_installed, conflicts=found.conflicts)
     else:
         for wheel in args.out.glob("*.whl"):
