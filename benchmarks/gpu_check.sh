@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The GPU check, run first whenever a GPU is lent (docs/benchmarks.md, "GPU check"). On a machine
+# The GPU check, run first whenever a GPU is lent (docs/benchmarks.md, "GPU kit and check"). On a machine
 # with NVIDIA GPUs, Python 3.12, torch and transformers and no registry access: installs the kit
 # that benchmarks/gpu_kit.py made here (wheels and the check's data; nothing needs PyAV), then runs
 # the steps most valuable first within BUDGET seconds, writing JSON lines to $OUT:
 #
 #   OUT=/path/to/out bash benchmarks/gpu_check.sh                 # the kit in .whl, full size on the GPU
-#   OUT=/path/to/out bash benchmarks/gpu_check.sh --config tiny   # the tiny model on CPU (the tests' scale)
+#   KIT=/tmp/tiny-kit OUT=/path/to/out bash benchmarks/gpu_check.sh --config tiny
+#       # the tiny model on CPU (the tests' scale), data from gpu_kit.py --config tiny --no-wheels --out /tmp/tiny-kit
 #
 # $OUT/results.jsonl  one JSON line each, in order (at most 8 files come back from a lent machine):
 #   the environment (Python, torch, transformers, GPUs, host memory, ms-swift and DeepSpeed; av: null);
@@ -13,7 +14,7 @@
 #   benchmarks/stream_latency.py --config 7b --device cuda, 600 s;
 #   benchmarks/serve_load.py --config 7b --backend transformers, frames from the kit;
 #   a line per step: exit status, seconds, or why it was skipped
-# $OUT/*.log           everything each step printed (install, env, train_gpu, stream_latency, serve_load)
+# $OUT/*.log           everything each step printed: install, env, train, latency, serve
 # Knobs: KIT (default .whl in the checkout), SITE (install target, default /tmp/site), BUDGET (seconds
 # for all steps, default 510 for full size: one 9-minute call with the install), STEPS (train_gpu
 # --steps, default 3), SETUPS (train_gpu --setups), ONLY (comma-separated steps among train,latency,serve;
@@ -86,11 +87,12 @@ else
     TRAIN=(--config full --setups "${SETUPS:-3b-full-zero3,7b-lora-zero2}" --steps "${STEPS:-3}")
     LATENCY=(--config 7b --device cuda --seconds 600)
     SERVE=(--config 7b --seconds 20)
-    CAPS=(300 240 240)
+    CAPS=(360 300 300)
 fi
 [[ -n "$DATA" ]] && SERVE+=(--frames "$DATA/serve-frames")
 
-# step NAME CAP COMMAND...: runs within min(CAP, what is left of BUDGET); one line in results.jsonl.
+# step NAME CAP COMMAND...: runs within min(CAP, what is left of BUDGET), its output in $OUT/NAME.log;
+# its JSON lines, then one line on the step itself, go to results.jsonl (also after a timeout).
 step() {
     local name="$1" cap="$2" left limit begin code
     shift 2
@@ -103,19 +105,17 @@ step() {
         echo "{\"step\": \"$name\", \"skipped\": \"budget\", \"seconds_left\": $left}" >>"$RESULTS"; return
     fi
     begin=$SECONDS
-    timeout -k 20 "$limit" "$@"
+    timeout -k 20 "$limit" "$@" >"$OUT/$name.log" 2>&1
     code=$?
+    json_lines "$OUT/$name.log"
     echo "{\"step\": \"$name\", \"exit\": $code, \"timed_out\": $([[ $code == 124 || $code == 137 ]] && echo true || echo false), \"seconds\": $((SECONDS - begin)), \"limit_s\": $limit}" >>"$RESULTS"
 }
 
-# Training first: ms-swift and DeepSpeed at real size have never run elsewhere. train.sh runs under
+# Training first: ms-swift and DeepSpeed at real size have never run on a GPU here. train.sh runs in
 # its own process group; train_gpu kills it at --train-timeout or on the step's SIGTERM.
 step train "${CAPS[0]}" "$PYTHON" "$REPO/benchmarks/train_gpu.py" "${TRAIN[@]}" --train-timeout $((CAPS[0] / 2)) \
-    ${DATA:+--work "$DATA"} --out "$RESULTS" >"$OUT/train_gpu.log" 2>&1
+    ${DATA:+--work "$DATA"}
 rm -rf "${DATA:-/nonexistent}/models" "${DATA:-/nonexistent}/runs"   # tens of GB, not results
-step latency "${CAPS[1]}" "$PYTHON" "$REPO/benchmarks/stream_latency.py" "${LATENCY[@]}" >"$OUT/stream_latency.log" 2>&1
-json_lines "$OUT/stream_latency.log"
-step serve "${CAPS[2]}" "$PYTHON" "$REPO/benchmarks/serve_load.py" "${SERVE[@]}" --backend transformers --soak-seconds 0 \
-    >"$OUT/serve_load.log" 2>&1
-json_lines "$OUT/serve_load.log"
+step latency "${CAPS[1]}" "$PYTHON" "$REPO/benchmarks/stream_latency.py" "${LATENCY[@]}"
+step serve "${CAPS[2]}" "$PYTHON" "$REPO/benchmarks/serve_load.py" "${SERVE[@]}" --backend transformers --soak-seconds 0
 cat "$RESULTS"
