@@ -82,26 +82,31 @@ if [[ "$CONFIG" == tiny ]]; then
     SERVE=(--config tiny --seconds 3 --max-sessions 2 --saturation-sessions 2 --saturation-frames 6
            --engine-frames 3 --batch 2 --batch-context 40)
     CAPS=(600 300 300)
+    MINS=(30 30 30)
 else
     BUDGET="${BUDGET:-510}"
     TRAIN=(--config full --setups "${SETUPS:-3b-full-zero3,7b-lora-zero2}" --steps "${STEPS:-3}")
-    LATENCY=(--config 7b --device cuda --seconds 600)
-    SERVE=(--config 7b --seconds 20)
+    # Sized to their caps from the 2026-11-24 H100 figures (95-250 ms a silent second, 0.5 s an
+    # answer, 15 s to re-encode 600 s): one re-encode per mark; 8 saturating sessions of 40 frames.
+    LATENCY=(--config 7b --device cuda --seconds 600 --reencode-samples 1)
+    SERVE=(--config 7b --seconds 10 --max-sessions 32 --saturation-sessions 8 --saturation-frames 40)
     CAPS=(360 300 300)
+    MINS=(120 240 200)   # a step that cannot finish in what is left is skipped, not started
 fi
 [[ -n "$DATA" ]] && SERVE+=(--frames "$DATA/serve-frames")
 
-# step NAME CAP COMMAND...: runs within min(CAP, what is left of BUDGET), its output in $OUT/NAME.log;
+# step NAME CAP MIN COMMAND...: runs within min(CAP, what is left of BUDGET) when that is at least MIN
+# seconds (else skipped), its output in $OUT/NAME.log;
 # its JSON lines, then one line on the step itself, go to results.jsonl (also after a timeout).
 step() {
-    local name="$1" cap="$2" left limit begin code
-    shift 2
+    local name="$1" cap="$2" least="$3" left limit begin code
+    shift 3
     left=$((BUDGET - (SECONDS - START)))
     limit=$((left < cap ? left : cap))
     if [[ ",$ONLY," != *",$name,"* ]]; then
         echo "{\"step\": \"$name\", \"skipped\": \"not in ONLY\"}" >>"$RESULTS"; return
     fi
-    if ((limit < 30)); then
+    if ((limit < least)); then
         echo "{\"step\": \"$name\", \"skipped\": \"budget\", \"seconds_left\": $left}" >>"$RESULTS"; return
     fi
     begin=$SECONDS
@@ -113,9 +118,9 @@ step() {
 
 # Training first: ms-swift and DeepSpeed at real size have never run on a GPU here. train.sh runs in
 # its own process group; train_gpu kills it at --train-timeout or on the step's SIGTERM.
-step train "${CAPS[0]}" "$PYTHON" "$REPO/benchmarks/train_gpu.py" "${TRAIN[@]}" --train-timeout $((CAPS[0] / 2)) \
+step train "${CAPS[0]}" "${MINS[0]}" "$PYTHON" "$REPO/benchmarks/train_gpu.py" "${TRAIN[@]}" --train-timeout $((CAPS[0] / 2)) \
     ${DATA:+--work "$DATA"}
 rm -rf "${DATA:-/nonexistent}/models" "${DATA:-/nonexistent}/runs"   # tens of GB, not results
-step latency "${CAPS[1]}" "$PYTHON" "$REPO/benchmarks/stream_latency.py" "${LATENCY[@]}"
-step serve "${CAPS[2]}" "$PYTHON" "$REPO/benchmarks/serve_load.py" "${SERVE[@]}" --backend transformers --soak-seconds 0
+step latency "${CAPS[1]}" "${MINS[1]}" "$PYTHON" "$REPO/benchmarks/stream_latency.py" "${LATENCY[@]}"
+step serve "${CAPS[2]}" "${MINS[2]}" "$PYTHON" "$REPO/benchmarks/serve_load.py" "${SERVE[@]}" --backend transformers --soak-seconds 0
 cat "$RESULTS"
