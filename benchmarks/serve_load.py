@@ -96,6 +96,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=8, help="sessions batched in batched_forward_speedup (default: 8)")
     parser.add_argument("--batch-context", type=int, default=600,
                         help="cached tokens per session in that comparison (default: 600)")
+    parser.add_argument("--frames", type=Path,
+                        help="send these JPEGs instead of decoding the example videos (no PyAV needed): one folder per "
+                             "video, frames in name order, already at the pixel budget (benchmarks/gpu_kit.py makes them)")
     return parser.parse_args(argv)
 
 
@@ -124,6 +127,10 @@ def _frames(max_pixels: int) -> list[list[bytes]]:
             pictures.append(buffer.getvalue())
         videos.append(pictures)
     return videos
+
+
+def _read_frames(folder: Path) -> list[list[bytes]]:
+    return [[picture.read_bytes() for picture in sorted(video.glob("*.jpg"))] for video in sorted(folder.iterdir()) if video.is_dir()]
 
 
 def _engine_only_ms(model_dir: Path, args, videos: list[list[bytes]]) -> float:
@@ -476,7 +483,7 @@ def main(argv=None) -> None:
     args.device = args.device or ("cpu" if args.config == "tiny" else "cuda")
     args.max_pixels = args.max_pixels or (3136 if args.config == "tiny" else 100352)
     model_dir = _model(args)
-    videos = _frames(args.max_pixels)
+    videos = _read_frames(args.frames) if args.frames else _frames(args.max_pixels)
     report: dict = {"model": str(model_dir.name), "device": args.device, "max_pixels": args.max_pixels, "rate": args.rate,
                     "seconds_per_trial": args.seconds, "cpus": os.cpu_count(), "backends": {}}
     for backend in args.backend:

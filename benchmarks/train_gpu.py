@@ -276,6 +276,9 @@ def train(setup: Setup, scale: Scale, model: Path, stream: Path, cache: Path, ou
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             code = None
+        except BaseException:  # stopped from outside (SIGTERM, Ctrl-C): the GPUs' holders go too
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
         peak = sampler.stop()
     tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
     if code != 0:
@@ -454,6 +457,8 @@ def main(argv=None) -> int:
     import torch
 
     args = parse_args(argv)
+    # A timeout's SIGTERM unwinds (removing checkpoints, killing train.sh's process group).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     args.device = "cuda" if torch.cuda.is_available() and args.config != "tiny" else "cpu"
     args.gpus = torch.cuda.device_count() if args.device == "cuda" else 0
     if args.config != "tiny" and args.device != "cuda":

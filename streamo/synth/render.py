@@ -7,7 +7,6 @@ import tempfile
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 from .scene import COLOURS, ROWS, Scene, SynthOptionError
@@ -98,6 +97,8 @@ def encode_scene(scene: Scene, path: str | os.PathLike[str], fps: float, width: 
     scene: with B-frames this x264 build reads memory it never wrote, so a process that had
     reused its heap could write other bytes for the same frames.
     """
+    import av
+
     canvas = Canvas(width, height, timing_cue)
     rate = Fraction(fps).limit_denominator(1000)
     frames = round(scene.duration * rate)

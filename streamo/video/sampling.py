@@ -20,8 +20,6 @@ import math
 import os
 from typing import Iterator, NamedTuple
 
-import av
-from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from ..protocol import turn_count
@@ -95,6 +93,8 @@ def _name(source) -> str:
 
 
 def _open(source) -> av.container.InputContainer:
+    import av
+
     name = _name(source)
     if _is_file(source) and not os.path.isfile(source):
         raise VideoError(f"{name}: no such file")
@@ -111,6 +111,8 @@ class FrameScaler:
     non-square pixels, and a rotation is a transpose of the small result."""
 
     def __init__(self, name: str, max_pixels: int = MAX_PIXELS, min_pixels: int = MIN_PIXELS):
+        from av.video.reformatter import VideoReformatter
+
         self.name = name
         self.max_pixels = max_pixels
         self.min_pixels = min_pixels
@@ -281,6 +283,8 @@ def _decode(container, stream, unwanted, span: _PacketSpan) -> Iterator[av.Video
     """Decode ``stream`` in one pass; packets that fail to decode are skipped, a demuxer
     error ends the stream (both noted in ``span``). ``unwanted(pts)`` marks packets whose
     frame the decoder may drop when no other frame references it."""
+    import av
+
     codec = stream.codec_context
     base = float(stream.time_base)
     packets = container.demux(stream)
