@@ -200,6 +200,19 @@ def _build_tiny_model(sub) -> None:
     parser.set_defaults(handler=tiny_model.run)
 
 
+def _build_fit_head(sub) -> None:
+    from . import fitting
+
+    parser = sub.add_parser(
+        "fit-head",
+        help="fit a checkpoint's output head to a few stream conversations (a demo model that plays its examples)",
+        description="Fit the output rows of a checkpoint so that it replies as the chosen stream conversations do over "
+        "their own frames, and save the result with a line saying what it is (shown by streamo serve's page).",
+    )
+    fitting.add_arguments(parser)
+    parser.set_defaults(handler=fitting.run)
+
+
 def cmd_frames(args: argparse.Namespace) -> int:
     from .jsonfiles import InvalidRecord
     from .video.cache import DEFAULT_QUALITY, FrameCache
@@ -546,6 +559,7 @@ COMMANDS: dict[str, Callable] = {
     "stats": _build_stats,
     "synth": _build_synth,
     "tiny-model": _build_tiny_model,
+    "fit-head": _build_fit_head,
     "frames": _build_frames,
     "eval": _build_eval,
     "ovobench": _build_ovobench,
