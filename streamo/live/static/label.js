@@ -142,7 +142,8 @@ function render(focusItem) {
     text.placeholder = kind === "question" ? "the question asked here" : "the answer given here";
     text.setAttribute("aria-label", `${kind} text`);
     text.oninput = () => { item.content = text.value; };
-    text.onkeydown = (key) => { if (key.key === "Enter") { text.blur(); $("video").focus(); } };
+    // Enter hands the keys back to marking (the page, not the player: Enter there would play).
+    text.onkeydown = (key) => { if (key.key === "Enter") { key.preventDefault(); text.blur(); } };
     row.insertCell().append(text);
     const remove = document.createElement("button");
     remove.type = "button";
