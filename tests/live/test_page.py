@@ -364,7 +364,11 @@ def test_the_demo_model_served_by_streamo_serve_decides_with_the_server_video_in
     assert "it is not a general assistant" in header and "fitted to the example clips" in header
     playing = [(at, decided) for at, decided, _, ready in samples if decided is not None and decided < 24 and ready >= 2]
     assert len(playing) >= 10, samples
-    assert all(abs(at - decided) <= 1.5 for at, decided in playing), playing  # the picture is the second decided
+    # The player runs on the clock the server plays the source by and is put back on the decided
+    # second when it drifts a second away: it trails by under a second (it starts after the token
+    # and the file's first bytes), or leads by the second being decided plus the model's latency.
+    apart = [(at, decided) for at, decided in playing if not -1.1 <= at - decided <= 2.5]
+    assert not apart, (apart, playing)
     assert max(at for at, _ in playing) > 15
     sources = {source for _, _, source, _ in samples if source}
     assert sources and all("/v1/media/" in source and key not in source for source in sources)
