@@ -46,7 +46,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from ..fitting import read_about
     from .server import AppState, ServeSettings, create_app, is_loopback
 
     key = args.api_key or os.environ.get(API_KEY_ENV) or None
@@ -76,9 +75,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise StreamInputError(str(exc)) from None
     settings = ServeSettings(api_key=key, max_sessions=args.max_sessions, max_queue=args.max_queue,
                              idle_timeout=args.idle_timeout, sources=roots, allow_urls=args.allow_urls)
-    about = read_about(args.model)
-    name = Path(args.model).resolve().name + (f" ({about})" if about else "")
-    state = AppState(settings, name, model.session, args.fps, args.window,
+    state = AppState(settings, served_name(args.model), model.session, args.fps, args.window,
                      args.response_threshold, model.max_pixels, MIN_PIXELS, args.backend)
     scheme = "https" if args.ssl_certfile else "http"
     print(f"streamo serve: {args.model} on {args.backend} at {scheme}://{args.host}:{args.port}/ (page), sessions on "
@@ -94,6 +91,15 @@ def run_serve(args: argparse.Namespace) -> int:
         listener.close()
         model.close()
     return 0
+
+
+def served_name(checkpoint: str | Path) -> str:
+    """The model's name in ``ready`` (the page's header): the checkpoint's directory, and what
+    the model is when the checkpoint says so (``streamo fit-head`` writes it)."""
+    from ..fitting import read_about
+
+    about = read_about(checkpoint)
+    return Path(checkpoint).resolve().name + (f" ({about})" if about else "")
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -250,16 +250,18 @@ def test_the_threshold_slider_changes_decisions_live(server, page_on, short_clip
 
 def test_screenshot_of_a_running_session(example_model, page_on):
     """docs/images/live.png comes from here: STREAMO_SCREENSHOT=1 bash scripts/test.sh tests/live/test_page.py."""
+    from streamo.live.command import served_name
     from streamo.model_eval import EngineSettings, StreamModel
 
     loaded = StreamModel(example_model, EngineSettings(max_pixels=MAX_PIXELS), "cpu")
-    with running_server(loaded) as server:
+    with running_server(loaded, name=served_name(example_model)) as server:
         tab = page_on(server.url)
         tab.page.fill("#question", _example_question())
         tab.page.click("#ask")
         tab.play_file(EXAMPLE_VIDEO)
-        tab.page.wait_for_selector("#timeline .cell[data-turn='14']", timeout=60_000)
-        tab.page.locator("#timeline .cell[data-turn='11']").hover()
+        tab.page.wait_for_selector("#timeline .cell[data-turn='17']", timeout=60_000)
+        tab.page.locator("#timeline .cell[data-turn='13']").hover()
+        assert "it is not a general assistant" in tab.page.inner_text("#model")
         picture = tab.page.screenshot(full_page=True)
     assert picture[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("STREAMO_SCREENSHOT"):
@@ -474,8 +476,6 @@ def test_label_mode_exports_what_streamo_convert_accepts_equal_to_a_hand_written
     exported = tmp_path / "raw_data.json"
     download.value.save_as(exported)
     assert json.loads(exported.read_text()) == HAND_WRITTEN
-    if os.environ.get("STREAMO_SCREENSHOT"):
-        (IMAGES / "label.png").write_bytes(page.screenshot(full_page=True))
     assert not tab.errors, tab.errors
     (tmp_path / "videos").mkdir()
     shutil.copy(short_clip, tmp_path / "videos" / "clip.mp4")
@@ -505,7 +505,7 @@ def test_label_mode_reviews_predictions_against_the_truth_and_shows_a_planted_mi
     url = server.url
     tab = page_on(url + "/label")
     tab.page.set_input_files("#import", str(EXAMPLE / "raw_data.json"))
-    tab.page.select_option("#sample", str(SAMPLE))
+    tab.page.select_option("#sample-select", str(SAMPLE))
     tab.page.set_input_files("#predictions", str(predictions))
     summary = tab.page.locator("#review-summary").filter(has_text="differ")
     summary.wait_for()
@@ -514,4 +514,7 @@ def test_label_mode_reviews_predictions_against_the_truth_and_shows_a_planted_mi
     assert marked == [planted]
     truth = tab.page.eval_on_selector_all(".review-row.truth .cell", "cells => cells.map(c => c.dataset.state)")
     assert truth == [turn.state.value for turn in turns]  # the page converts by streamo convert's rules
+    if os.environ.get("STREAMO_SCREENSHOT"):  # docs/images/label.png
+        tab.page.locator(".review-row.predicted .cell.mismatch").hover()
+        (IMAGES / "label.png").write_bytes(tab.page.screenshot(full_page=True))
     assert not tab.errors, tab.errors

@@ -105,9 +105,9 @@ function onKey(event) {
 
 function render(focusItem) {
   const current = sample();
-  $("sample").replaceChildren(...label.samples.map((raw, index) =>
+  $("sample-select").replaceChildren(...label.samples.map((raw, index) =>
     new Option(`${index}: ${raw.task_type || "?"} · ${raw.video_name || raw.video_path}`, index)));
-  $("sample").value = label.current;
+  $("sample-select").value = label.current;
   $("video-path").value = current.video_path;
   $("task-type").value = current.task_type || "";
   $("source-name").value = current.source || "";
@@ -351,7 +351,7 @@ function init() {
   video.onerror = () => showMessage("This browser cannot play this video (its codec or container). Convert it to H.264 MP4.");
   video.ontimeupdate = () => { $("clock").textContent = `${now().toFixed(1)} s (turn ${turnOf(now())}s-${turnOf(now()) + 1}s)`; };
   document.addEventListener("keydown", onKey);
-  $("sample").onchange = () => { label.current = Number($("sample").value); label.pendingStart = null; render(); };
+  $("sample-select").onchange = () => { label.current = Number($("sample-select").value); label.pendingStart = null; render(); };
   $("new-sample").onclick = () => { label.samples.push(newSample()); label.current = label.samples.length - 1; render(); };
   $("delete-sample").onclick = () => {
     label.samples.splice(label.current, 1);
