@@ -518,3 +518,22 @@ def test_label_mode_reviews_predictions_against_the_truth_and_shows_a_planted_mi
         tab.page.locator(".review-row.predicted .cell.mismatch").hover()
         (IMAGES / "label.png").write_bytes(tab.page.screenshot(full_page=True))
     assert not tab.errors, tab.errors
+
+
+def test_an_empty_question_and_stop_each_say_what_happens(server, page_on, long_clip):
+    tab = page_on(server.url)
+    tab.page.fill("#question", "   ")
+    tab.page.click("#ask")
+    tab.page.locator("#message").filter(has_text="Type a question first").wait_for(timeout=10_000)
+    tab.play_file(long_clip)
+    tab.page.wait_for_selector("#timeline .cell[data-turn='3']", timeout=60_000)
+    # The frames already sent are still decided: the page says so from the click until the close.
+    label, disabled, detail = tab.page.evaluate("""() => {
+        const stop = document.getElementById("stop");
+        stop.click();
+        return [stop.textContent, stop.disabled, document.getElementById("detail").textContent];
+    }""")
+    assert label == "Stopping…" and disabled and detail.startswith("Stopping:"), detail
+    summary = tab.wait_closed()
+    assert tab.page.inner_text("#stop") == "Stop" and tab.page.is_enabled("#start"), summary
+    assert not tab.errors, tab.errors
