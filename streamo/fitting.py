@@ -117,28 +117,34 @@ def run(args: argparse.Namespace) -> int:
     try:
         records = json.loads(args.data.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        print(f"error: {args.data}: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"{args.data}: {exc}")
+    if not isinstance(records, list):
+        return _fail(f"{args.data}: expected a list of stream samples")
+    chosen = []
+    for index in args.sample:
+        if not 0 <= index < len(records):
+            return _fail(f"{args.data}: no sample {index} ({len(records)} records)")
+        record = records[index]
+        videos = record.get("videos") if isinstance(record, dict) else None
+        if not (isinstance(videos, list) and videos and isinstance(record.get("messages"), list)):
+            return _fail(f"{args.data}: sample {index}: needs 'messages' and one entry in 'videos' (stream format)")
+        chosen.append((index, record["messages"], args.video_prefix / videos[0]))
     try:
         model, processor = load_stream_model(args.model, "cpu")
     except ModelLoadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
     max_pixels = args.max_pixels or training_max_pixels(args.model)
     conversations = []
-    for index in args.sample:
-        if not 0 <= index < len(records):
-            print(f"error: {args.data}: no sample {index} ({len(records)} records)", file=sys.stderr)
-            return 2
-        record = records[index]
-        video = args.video_prefix / record["videos"][0]
-        frames = [sampled.image for sampled in iter_frames(video, 1.0, max_pixels, MIN_PIXELS)]
-        conversations.append((record["messages"], frames))
+    for index, messages, video in chosen:
+        try:
+            frames = [sampled.image for sampled in iter_frames(video, 1.0, max_pixels, MIN_PIXELS)]
+        except Exception as exc:  # a missing or undecodable video names its sample, never a traceback
+            return _fail(f"{args.data}: sample {index}: videos[0] {video}: {type(exc).__name__}: {exc}")
+        conversations.append((messages, frames))
     try:
         fit_output_rows(model, processor, conversations, args.steps, args.margin)
     except ValueError as exc:
-        print(f"error: {args.model}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(f"{args.model}: {exc}", 1)
     if args.out.exists():
         shutil.rmtree(args.out)
     shutil.copytree(args.model, args.out, ignore=lambda _, names: [n for n in names if n.startswith(SKIPPED)])
@@ -152,3 +158,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"fitted {args.out}: samples {', '.join(map(str, args.sample))} of {args.data} ({args.about})")
     return 0
 
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
