@@ -106,7 +106,9 @@ def listen(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` (handed to uvicorn), or a one-line error when it cannot be."""
     host = host.strip("[]")
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        # IPv4 first: "localhost" must answer on 127.0.0.1, the address the page's users type.
+        family, kind, proto, _, address = min(found, key=lambda entry: entry[0] != socket.AF_INET)
         listener = socket.socket(family, kind, proto)
     except OSError as exc:
         raise StreamInputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
@@ -122,7 +124,8 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", required=True, help="server address: http(s)://HOST:PORT, ws(s)://HOST:PORT or HOST:PORT (plain ws://)")
+    parser.add_argument("--server", required=True,
+                        help="server address: http(s)://HOST:PORT, ws(s)://HOST:PORT, or HOST:PORT (ws://; wss:// on port 443)")
     parser.add_argument("--video", required=True,
                         help="video file, directory of frame pictures, stream URL (rtsp://, http://, ...) or - for stdin")
     parser.add_argument("--question", action="append", default=[], help="question text (repeatable)")
