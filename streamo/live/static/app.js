@@ -27,7 +27,6 @@ const page = {
   fileUrl: null,
   queued: [],          // questions asked before the session started
   stopping: false,
-  mediaTime: null,     // server video: the second the player should be near, from the decisions
 };
 
 function showMessage(text) {
@@ -240,7 +239,6 @@ async function showServerVideo(path) {
   const video = $("video");
   video.srcObject = null;
   video.src = url;
-  page.mediaTime = 0;
   await video.play();
 }
 
@@ -248,7 +246,6 @@ function followServerVideo(t) {
   // The server plays the source by the wall clock; the player follows its decisions, so the
   // picture on screen is the second just decided (re-aligned when it drifts by over a second).
   const video = $("video");
-  page.mediaTime = t;
   if (!video.src || video.readyState < 1) return;
   if (Math.abs(video.currentTime - t) > 1) video.currentTime = t;
   if (video.paused && !video.ended && page.socket) video.play().catch(() => {});
