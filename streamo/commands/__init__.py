@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import client, convert, evaluate, frames, instruct, ovobench, serve, stats, stream, synth, tiny_model, validate
+from . import client, convert, evaluate, fit_head, frames, instruct, ovobench, serve, stats, stream, synth, tiny_model, validate
 
 COMMANDS: dict[str, ModuleType] = {module.NAME: module for module in
-                                   (convert, validate, stats, synth, tiny_model, frames, evaluate, ovobench, stream, serve,
+                                   (convert, validate, stats, synth, tiny_model, fit_head, frames, evaluate, ovobench, stream, serve,
                                     client, instruct)}
 DATA_COMMANDS = (convert.NAME, validate.NAME, stats.NAME)
 """What ``scripts/convert_streaming_video.py`` offers, under the original project's names."""

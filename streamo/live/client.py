@@ -110,6 +110,10 @@ async def _receive(connection: ClientConnection) -> Any:
 
 
 def websocket_url(url: str) -> str:
+    """``ws(s)://host:port/v1/stream`` from ``http(s)://host:port``, ``ws(s)://...`` or a bare
+    ``host:port`` (ws://, or wss:// on port 443, TLS's port)."""
+    if "://" not in url:
+        url = ("wss://" if url.split("/", 1)[0].endswith(":443") else "ws://") + url
     for plain, secure in (("http://", "ws://"), ("https://", "wss://")):
         if url.startswith(plain):
             url = secure + url[len(plain):]

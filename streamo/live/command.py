@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
+import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -57,6 +60,7 @@ def run_serve(args: argparse.Namespace) -> int:
         roots.append(root.resolve())
     if (args.ssl_keyfile is None) != (args.ssl_certfile is None):
         raise StreamInputError("give both --ssl-keyfile and --ssl-certfile, or neither")
+    listener = listen(args.host, args.port)  # before the model loads: a taken port fails in a second
 
     import uvicorn
 
@@ -67,26 +71,61 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         model = StreamModel(args.model, engine_settings(args), args.device)
     except ModelLoadError as exc:
+        listener.close()
         raise StreamInputError(str(exc)) from None
     settings = ServeSettings(api_key=key, max_sessions=args.max_sessions, max_queue=args.max_queue,
                              idle_timeout=args.idle_timeout, sources=roots, allow_urls=args.allow_urls)
-    state = AppState(settings, Path(args.model).resolve().name, model.session, args.fps, args.window,
+    state = AppState(settings, served_name(args.model), model.session, args.fps, args.window,
                      args.response_threshold, model.max_pixels, MIN_PIXELS, args.backend)
     scheme = "https" if args.ssl_certfile else "http"
     print(f"streamo serve: {args.model} on {args.backend} at {scheme}://{args.host}:{args.port}/ (page), sessions on "
           f"/v1/stream; API key {'required' if key else 'not required (loopback)'}", file=sys.stderr, flush=True)
+    # Session start and end lines (``streamo.live``) beside uvicorn's own; the key is never logged.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     try:
         # No per-message deflate: frames are JPEG/PNG already, compressing them again only costs time.
-        uvicorn.run(create_app(state), host=args.host.strip("[]"), port=args.port, ws_max_size=settings.transport_max_bytes,
-                    ws_per_message_deflate=False, ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile,
-                    log_level="info")
+        config = uvicorn.Config(create_app(state), ws_max_size=settings.transport_max_bytes, ws_per_message_deflate=False,
+                                ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile, log_level="info")
+        uvicorn.Server(config).run(sockets=[listener])
     finally:
+        listener.close()
         model.close()
     return 0
 
 
+def served_name(checkpoint: str | Path) -> str:
+    """The model's name in ``ready`` (the page's header): the checkpoint's directory, and what
+    the model is when the checkpoint says so (``streamo fit-head`` writes it)."""
+    from ..fitting import read_about
+
+    about = read_about(checkpoint)
+    return Path(checkpoint).resolve().name + (f" ({about})" if about else "")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (handed to uvicorn), or a one-line error when it cannot be."""
+    host = host.strip("[]")
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        # IPv4 first: "localhost" must answer on 127.0.0.1, the address the page's users type.
+        family, kind, proto, _, address = min(found, key=lambda entry: entry[0] != socket.AF_INET)
+        listener = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise StreamInputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(2048)
+    except OSError as exc:
+        listener.close()
+        reason = "the port is taken (another streamo serve?)" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise StreamInputError(f"cannot listen on {host}:{port}: {reason}; pick another --port") from None
+    return listener
+
+
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", required=True, help="server address, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--server", required=True,
+                        help="server address: http(s)://HOST:PORT, ws(s)://HOST:PORT, or HOST:PORT (ws://; wss:// on port 443)")
     parser.add_argument("--video", required=True,
                         help="video file, directory of frame pictures, stream URL (rtsp://, http://, ...) or - for stdin")
     parser.add_argument("--question", action="append", default=[], help="question text (repeatable)")

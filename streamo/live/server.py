@@ -33,6 +33,7 @@ from ..engine.decoding import DecisionRule
 from ..engine.context import frame_turn
 from ..protocol import State
 from .frames import decode_frame
+from .media import media_router
 from .messages import (
     CLIENT_MESSAGE,
     CLIENT_TYPES,
@@ -177,6 +178,7 @@ class LiveConnection:
         self.dropped = 0
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.finished = asyncio.Event()
+        self.end_reason: str | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -185,6 +187,8 @@ class LiveConnection:
         scheduler.open(self.id, self._deliver_threadsafe, self.decision)
         metrics.sessions.inc()
         sender = asyncio.create_task(self._send_loop())
+        client = self.ws.client
+        log.info("session %s: start (from %s)", self.id, f"{client.host}:{client.port}" if client else "?")
         try:
             self._emit(self.state.ready(self.id))
             await self._receive_loop()
@@ -193,6 +197,8 @@ class LiveConnection:
                 self.source_task.cancel()
             scheduler.remove(self.id)
             metrics.sessions.dec()
+            log.info("session %s: end (%s): %d seconds decided, %d answers, %d dropped", self.id,
+                     self.end_reason or "disconnected", self.frames, self.responses, self.dropped)
             self.outbox.put_nowait(None)
             try:
                 await asyncio.wait_for(sender, timeout=5)
@@ -246,6 +252,7 @@ class LiveConnection:
 
             mean, p95, peak = latency_stats(self.latencies)
             latency = LatencySummary(mean=round(mean, 3), p95=round(p95, 3), max=round(peak, 3))
+        self.end_reason = reason
         self._emit(Closed(reason=reason, frames=self.frames, responses=self.responses, dropped=self.dropped,
                           latency_ms=latency))
         self.finished.set()
@@ -486,6 +493,11 @@ def create_app(state: AppState) -> FastAPI:
         """The live page (static, no data: the key is asked in the page and sent on the socket)."""
         return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
 
+    @app.get("/label", include_in_schema=False)
+    async def label_page() -> FileResponse:
+        """Label mode: annotate one's own video in the browser (nothing leaves the page)."""
+        return FileResponse(STATIC / "label.html", headers={"Content-Security-Policy": PAGE_POLICY})
+
     @app.get("/healthz", include_in_schema=True)
     async def healthz() -> dict[str, str]:
         """Liveness: open to all, holds no data."""
@@ -500,6 +512,8 @@ def create_app(state: AppState) -> FastAPI:
     async def sources() -> dict[str, list[str]]:
         """Server-side videos a session may play with ``{"type": "source", "path": ...}``."""
         return {"sources": await asyncio.to_thread(list_sources, state.settings.sources)}
+
+    app.include_router(media_router(state.settings.sources, require_key))
 
     @app.websocket("/v1/stream")
     async def stream(websocket: WebSocket) -> None:

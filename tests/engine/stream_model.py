@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
+from streamo.fitting import fit_output_rows
 from streamo.protocol import DEFAULT_SYSTEM_PROMPT, State, assistant_text, user_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,65 +55,6 @@ class StreamModel:
     """A saved copy (checkpoint layout) for the command-line tests."""
 
 
-def fit_output_rows(model, processor, messages=None, frames=None, steps: int = 400, margin: float = 0.0) -> None:
-    """Fit the output rows so that reading ``messages`` (stream format) with ``frames`` the
-    model replies as they do (default: the plan on the planned frames)."""
-    from streamo.engine.reference import encode_conversation
-
-    tokenizer = processor.tokenizer
-    if messages is None:
-        messages, frames = planned_messages(), [frame(turn) for turn in range(len(PLAN))]
-    inputs = encode_conversation(processor, messages, frames, generation_prompt=False)
-    ids = inputs["input_ids"][0]
-    assistant_header = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    # Positions whose next token belongs to an assistant message: state, answer, <|im_end|>.
-    targets = []
-    for start in range(len(ids) - len(assistant_header)):
-        if ids[start:start + len(assistant_header)].tolist() == assistant_header:
-            position = start + len(assistant_header) - 1
-            while True:
-                targets.append((position, int(ids[position + 1])))
-                position += 1
-                if int(ids[position]) == im_end:
-                    break
-    with torch.no_grad():
-        hidden = model.model(**inputs).last_hidden_state[0]
-    positions = torch.tensor([p for p, _ in targets])
-    labels = torch.tensor([t for _, t in targets])
-    features = hidden[positions]
-    rows = torch.unique(labels)
-    weight = model.lm_head.weight.detach().clone()
-    others = torch.ones(weight.shape[0], dtype=torch.bool)
-    others[rows] = False
-    other_lse = torch.logsumexp(features @ weight[others].T, dim=1)
-    delta = torch.zeros(len(rows), weight.shape[1], requires_grad=True)
-    column = {int(row): index for index, row in enumerate(rows)}
-    target_columns = torch.tensor([column[int(label)] for label in labels])
-    optimizer = torch.optim.Adam([delta], lr=0.2)
-    for _ in range(steps):
-        logits = features @ (weight[rows] + delta).T
-        # Additive-margin cross-entropy: the reply must win even with ``margin`` taken off its logit.
-        logits = logits.scatter_add(1, target_columns[:, None], torch.full((len(labels), 1), -margin))
-        lse = torch.logaddexp(other_lse, torch.logsumexp(logits, dim=1))
-        loss = (lse - logits.gather(1, target_columns[:, None])[:, 0]).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    weight[rows] += delta.detach()
-    head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-    head.weight = torch.nn.Parameter(weight)
-    model.lm_head = head
-    model.config.tie_word_embeddings = False
-    model.config.text_config.tie_word_embeddings = False
-    with torch.no_grad():
-        logits = features @ weight.T
-        predicted = logits.argmax(1)
-        target_logits = logits.gather(1, labels[:, None])[:, 0]
-        lead = (target_logits - logits.scatter(1, labels[:, None], float("-inf")).max(1).values).min()
-    assert torch.equal(predicted, labels) and lead > 0, "the fitted head does not reproduce the planned replies"
-
-
 def fitted_stream_model(directory: Path, messages=None, frames=None, steps: int = 400, margin: float = 0.0,
                         hidden_size: int = 64):
     """The tiny random Qwen2.5-VL with state tokens, its output rows fitted to reply as ``messages``
@@ -128,7 +69,9 @@ def fitted_stream_model(directory: Path, messages=None, frames=None, steps: int 
     base = build_tiny_model(directory.parent / f"tiny-state-{hidden_size}", spec)
     processor = AutoProcessor.from_pretrained(base)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, dtype=torch.float32).eval()
-    fit_output_rows(model, processor, messages, frames, steps, margin)
+    if messages is None:
+        messages, frames = planned_messages(), [frame(turn) for turn in range(len(PLAN))]
+    fit_output_rows(model, processor, [(messages, frames)], steps, margin)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return StreamModel(model, processor, directory)

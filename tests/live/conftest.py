@@ -38,11 +38,11 @@ def loaded_model(stream_model) -> StreamModel:
 
 @contextmanager
 def running_server(model: StreamModel, settings: ServeSettings | None = None, window: float | None = None,
-                   response_threshold: float | None = None):
+                   response_threshold: float | None = None, name: str = "fitted-tiny"):
     settings = settings or ServeSettings()
     engine = model.with_settings(EngineSettings(window=window, response_threshold=response_threshold,
                                                 max_pixels=model.max_pixels))
-    state = AppState(settings, "fitted-tiny", engine.session, 1.0, window, response_threshold, model.max_pixels, MIN_PIXELS,
+    state = AppState(settings, name, engine.session, 1.0, window, response_threshold, model.max_pixels, MIN_PIXELS,
                      model.backend)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

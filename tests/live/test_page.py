@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "dataset" / "example"
 EXAMPLE_VIDEO = EXAMPLE / "videos" / "synth_0000.mp4"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOT = REPO / "docs" / "images" / "live.png"
+IMAGES = REPO / "docs" / "images"
+SCREENSHOT = IMAGES / "live.png"
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
@@ -66,9 +67,9 @@ def chromium(camera_clip):
 class Page:
     """One tab on the page, with every console error and page error it raised."""
 
-    def __init__(self, browser, url: str, permissions=("camera",)) -> None:
+    def __init__(self, browser, url: str, permissions=("camera",), width: int = 1280, height: int = 900) -> None:
         self.context = browser.new_context(permissions=list(permissions), accept_downloads=True,
-                                           viewport={"width": 1280, "height": 900})
+                                           viewport={"width": width, "height": height})
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
@@ -113,12 +114,17 @@ SAMPLE = 2
 
 
 @pytest.fixture(scope="module")
-def example_model(tmp_path_factory):
-    """The tiny model fitted to play sample ``SAMPLE`` of the shipped example exactly, with margins
-    wide enough that the few pixel levels a browser's decoder differs by cannot flip a decision."""
-    from engine.stream_model import example_fitted_model
-
-    return example_fitted_model(tmp_path_factory.mktemp("models") / "example", SAMPLE)
+def example_model(tmp_path_factory) -> Path:
+    """The demo's page model, built as scripts/demo.sh builds it (step 5): the tiny model with the
+    state tokens, its output head fitted by ``streamo fit-head`` to play sample ``SAMPLE`` of the
+    shipped example exactly, with margins wide enough that the few pixel levels a browser's
+    decoder differs by cannot flip a decision. (The demo's 80-step training is not repeated.)"""
+    folder = tmp_path_factory.mktemp("models")
+    assert main(["tiny-model", "--with-state-tokens", str(folder / "tiny-states")]) == 0
+    assert main(["fit-head", "--model", str(folder / "tiny-states"), "--data", str(EXAMPLE / "stream_format.json"),
+                 "--video-prefix", str(REPO), "--sample", str(SAMPLE), "--max-pixels", str(MAX_PIXELS),
+                 "--out", str(folder / "example-fitted")]) == 0
+    return folder / "example-fitted"
 
 
 @pytest.fixture(scope="module")
@@ -145,11 +151,11 @@ def test_page_plays_a_file_like_streamo_stream_and_its_download_scores(example_m
     from streamo.model_eval import EngineSettings, StreamModel
 
     question = _example_question()
-    assert main(["stream", "--model", str(example_model.directory), "--max-pixels", str(MAX_PIXELS),
+    assert main(["stream", "--model", str(example_model), "--max-pixels", str(MAX_PIXELS),
                  "--video", str(EXAMPLE_VIDEO), "--question", question, "--at", "0", "--json"]) == 0
     expected = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {record["state"] for record in expected} == {"silence", "standby", "response"}
-    loaded = StreamModel(example_model.directory, EngineSettings(max_pixels=MAX_PIXELS), "cpu")
+    loaded = StreamModel(example_model, EngineSettings(max_pixels=MAX_PIXELS), "cpu")
     with running_server(loaded) as server:
         tab = page_on(server.url)
         assert tab.page.title() == "Streamo live"
@@ -244,16 +250,18 @@ def test_the_threshold_slider_changes_decisions_live(server, page_on, short_clip
 
 def test_screenshot_of_a_running_session(example_model, page_on):
     """docs/images/live.png comes from here: STREAMO_SCREENSHOT=1 bash scripts/test.sh tests/live/test_page.py."""
+    from streamo.live.command import served_name
     from streamo.model_eval import EngineSettings, StreamModel
 
-    loaded = StreamModel(example_model.directory, EngineSettings(max_pixels=MAX_PIXELS), "cpu")
-    with running_server(loaded) as server:
+    loaded = StreamModel(example_model, EngineSettings(max_pixels=MAX_PIXELS), "cpu")
+    with running_server(loaded, name=served_name(example_model)) as server:
         tab = page_on(server.url)
         tab.page.fill("#question", _example_question())
         tab.page.click("#ask")
         tab.play_file(EXAMPLE_VIDEO)
-        tab.page.wait_for_selector("#timeline .cell[data-turn='14']", timeout=60_000)
-        tab.page.locator("#timeline .cell[data-turn='11']").hover()
+        tab.page.wait_for_selector("#timeline .cell[data-turn='17']", timeout=60_000)
+        tab.page.locator("#timeline .cell[data-turn='13']").hover()
+        assert "it is not a general assistant" in tab.page.inner_text("#model")
         picture = tab.page.screenshot(full_page=True)
     assert picture[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("STREAMO_SCREENSHOT"):
@@ -280,4 +288,252 @@ def test_a_server_video_plays_and_a_lost_connection_offers_a_retry(loaded_model,
         tab.page.wait_for_selector("#timeline .cell")
     tab.page.locator("#message").filter(has_text="connection to the server was lost").wait_for(timeout=30_000)
     assert tab.page.is_visible("#retry")
+    assert not tab.errors, tab.errors
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _expected_answers() -> dict[int, str]:
+    import json
+
+    from streamo.protocol import State, parse_stream_messages
+
+    record = json.loads((EXAMPLE / "stream_format.json").read_text())[SAMPLE]
+    return {turn.index: turn.answer for turn in parse_stream_messages(record["messages"]).turns
+            if turn.state is State.RESPONSE}
+
+
+def test_the_demo_model_served_by_streamo_serve_decides_with_the_server_video_in_step(example_model, page_on):
+    """The demo's closing hint, followed: ``streamo serve --sources dataset/example/videos`` (a real
+    process, with a key), the page plays the server's video with the example's question."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    key = "demo-page-key-51c2"
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamo.cli", "serve", "--model", str(example_model), "--port", str(port),
+         "--sources", str(EXAMPLE / "videos")],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "STREAMO_API_KEY": key},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, "streamo serve did not start"
+            try:
+                if httpx.get(url + "/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        tab = page_on(url)
+        tab.page.fill("#key", key)
+        tab.page.check("input[name=source][value=server]")
+        tab.page.click("#load-sources")
+        tab.page.wait_for_selector("#server-source option[value='synth_0000.mp4']", state="attached")
+        tab.page.select_option("#server-source", "synth_0000.mp4")
+        tab.page.fill("#question", _example_question())
+        tab.page.click("#ask")
+        tab.page.click("#start")
+        samples = []  # (player time, last decided second) while the source plays
+        while not tab.page.locator("#detail").filter(has_text="Session closed").count():
+            samples.append(tab.page.evaluate("""() => {
+                const video = document.getElementById("video");
+                return [video.currentTime, page.events.length ? page.events[page.events.length - 1].t : null,
+                        video.currentSrc, video.readyState];
+            }"""))
+            time.sleep(0.5)
+        header = tab.page.inner_text("#model")
+    finally:
+        server.terminate()
+        log = server.communicate(timeout=60)[0]
+    cells = tab.cells()
+    states = {state for _, state in cells}
+    assert {"standby", "response"} <= states, cells
+    answered = {turn: text.split(">", 1)[1].strip() for turn, text in zip(
+        [turn for turn, state in cells if state == "response"], tab.answers())}
+    expected = _expected_answers()
+    assert sorted(answered) == sorted(expected) and answered == expected  # at the annotated seconds
+    assert "it is not a general assistant" in header and "fitted to the example clips" in header
+    playing = [(at, decided) for at, decided, _, ready in samples if decided is not None and decided < 24 and ready >= 2]
+    assert len(playing) >= 10, samples
+    # The player runs on the clock the server plays the source by and is put back on the decided
+    # second when it drifts a second away: it trails by under a second (it starts after the token
+    # and the file's first bytes), or leads by the second being decided plus the model's latency.
+    apart = [(at, decided) for at, decided in playing if not -1.1 <= at - decided <= 2.5]
+    assert not apart, (apart, playing)
+    assert max(at for at, _ in playing) > 15
+    sources = {source for _, _, source, _ in samples if source}
+    assert sources and all("/v1/media/" in source and key not in source for source in sources)
+    assert "session " in log and ": start" in log and ": end (client)" in log, log
+    assert key not in log
+    assert not tab.errors, tab.errors
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    """A synthetic 5-minute clip (2 frames a second, small), for a long stream played fast."""
+    from streamo.video.synthetic import frame_times, write_clip
+
+    path = tmp_path_factory.mktemp("long") / "long.mp4"
+    write_clip(path, frame_times(600, 2.0), width=112, height=84)
+    return path
+
+
+def _layout_problems(tab: Page, width: int) -> list[str]:
+    return tab.page.evaluate("""(width) => {
+        const problems = [];
+        const root = document.documentElement;
+        if (root.scrollWidth > width) problems.push(`page ${root.scrollWidth} px wide`);
+        for (const element of document.querySelectorAll("body *")) {
+            const box = element.getBoundingClientRect();
+            if (box.width && (box.right > width + 0.5 || box.left < -0.5) && !element.closest("#timeline, .review"))
+                problems.push(`${element.tagName}#${element.id}.${element.className} spans ${box.left}-${box.right}`);
+        }
+        const list = document.getElementById("answers");
+        const count = list.children.length;
+        if (count) {
+            const context = document.createElement("canvas").getContext("2d");
+            context.font = getComputedStyle(list.children[count - 1]).font;
+            const need = context.measureText(`${count}. `).width;
+            const room = parseFloat(getComputedStyle(list).paddingLeft);
+            if (need > room) problems.push(`answer number ${count} needs ${need} px, has ${room}`);
+        }
+        return problems;
+    }""", width)
+
+
+def test_a_phone_width_page_never_scrolls_sideways_over_a_five_minute_stream(server, page_on, long_clip):
+    tab = page_on(server.url, width=360, height=740)
+    for number in range(12):  # twelve questions: list numbers up to 12
+        tab.page.fill("#question", f"Question number {number + 1}: what is on the screen at this moment?")
+        tab.page.click("#ask")
+    tab.page.evaluate("document.getElementById('video').defaultPlaybackRate = 12")
+    tab.play_file(long_clip)
+    problems = []
+    for turn in (30, 120, 200):
+        tab.page.wait_for_selector(f"#timeline .cell[data-turn='{turn}']", timeout=120_000)
+        problems += _layout_problems(tab, 360)
+    tab.wait_closed(timeout_s=180)
+    problems += _layout_problems(tab, 360)
+    assert not problems, problems
+    last = max(turn for turn, _ in tab.cells())
+    assert last >= 295
+    rows = tab.page.eval_on_selector_all("#timeline .minute", "rows => rows.map(r => r.getBoundingClientRect().height)")
+    assert len(rows) == 5 and min(rows) > 30  # a minute's row wraps onto several lines
+    assert len(tab.page.eval_on_selector_all("#answers li", "items => items")) >= 12
+    if os.environ.get("STREAMO_SCREENSHOT"):
+        tab.page.evaluate("window.scrollTo(0, 0)")
+        (IMAGES / "live-phone.png").write_bytes(tab.page.screenshot(full_page=True))
+    assert not tab.errors, tab.errors
+
+
+HAND_WRITTEN = [{
+    "video_name": "clip.mp4", "video_path": "videos/clip.mp4", "source": "my-videos", "task_type": "Narration",
+    "question": [{"content": "What happens to the shapes?", "time": 1}],
+    "response": [
+        {"content": "The circle moved.", "st_time": 2, "end_time": 4.5, "time": ""},
+        {"content": "A square appeared.", "st_time": "", "end_time": "", "time": 6},
+    ],
+    "duration": 8,
+}]
+
+
+def test_label_mode_exports_what_streamo_convert_accepts_equal_to_a_hand_written_file(server, page_on, short_clip, tmp_path,
+                                                                                        capsys):
+    import json
+
+    url = server.url
+    tab = page_on(url + "/label")
+    tab.page.set_input_files("#file", str(short_clip))
+    tab.page.wait_for_function("() => document.getElementById('video').readyState >= 1")
+    page, video = tab.page, "document.getElementById('video')"
+
+    def at(seconds: float, key: str, text: str | None = None) -> None:
+        page.evaluate(f"{video}.currentTime = {seconds}")
+        page.wait_for_function(f"() => Math.abs({video}.currentTime - {seconds}) < 0.01 && !{video}.seeking")
+        page.locator("body").click(position={"x": 5, "y": 5})
+        page.keyboard.press(key)
+        if text is not None:
+            page.keyboard.type(text)
+            page.keyboard.press("Enter")
+
+    at(1, "q", "What happens to the shapes?")
+    at(2, "s")
+    at(4.5, "e", "The circle moved.")
+    at(6, "a", "A square appeared.")
+    with page.expect_download() as download:
+        page.click("#export")
+    exported = tmp_path / "raw_data.json"
+    download.value.save_as(exported)
+    assert json.loads(exported.read_text()) == HAND_WRITTEN
+    assert not tab.errors, tab.errors
+    (tmp_path / "videos").mkdir()
+    shutil.copy(short_clip, tmp_path / "videos" / "clip.mp4")
+    hand = tmp_path / "hand.json"
+    hand.write_text(json.dumps(HAND_WRITTEN))
+    outputs = []
+    for raw in (exported, hand):
+        out = tmp_path / f"{raw.stem}.stream.json"
+        assert main(["convert", "--input", str(raw), "--output", str(out), "--video-prefix", str(tmp_path), "--strict"]) == 0
+        outputs.append(json.loads(out.read_text()))
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 1
+    capsys.readouterr()
+
+
+def test_label_mode_reviews_predictions_against_the_truth_and_shows_a_planted_mismatch(server, page_on, tmp_path):
+    import json
+
+    from streamo.protocol import parse_stream_messages
+
+    record = json.loads((EXAMPLE / "stream_format.json").read_text())[SAMPLE]
+    turns = parse_stream_messages(record["messages"]).turns
+    planted = next(turn.index for turn in turns if turn.state.value == "standby")
+    rows = [{"sample": SAMPLE, "t": turn.start, "state": "silence" if turn.index == planted else turn.state.value,
+             "text": turn.answer} for turn in turns]
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    url = server.url
+    tab = page_on(url + "/label")
+    tab.page.set_input_files("#import", str(EXAMPLE / "raw_data.json"))
+    tab.page.select_option("#sample-select", str(SAMPLE))
+    tab.page.set_input_files("#predictions", str(predictions))
+    summary = tab.page.locator("#review-summary").filter(has_text="differ")
+    summary.wait_for()
+    assert summary.inner_text() == f"1 of {len(turns)} seconds differ: {planted}s-{planted + 1}s."
+    marked = tab.page.eval_on_selector_all(".review-row.predicted .cell.mismatch", "cells => cells.map(c => Number(c.dataset.turn))")
+    assert marked == [planted]
+    truth = tab.page.eval_on_selector_all(".review-row.truth .cell", "cells => cells.map(c => c.dataset.state)")
+    assert truth == [turn.state.value for turn in turns]  # the page converts by streamo convert's rules
+    if os.environ.get("STREAMO_SCREENSHOT"):  # docs/images/label.png
+        tab.page.locator(".review-row.predicted .cell.mismatch").hover()
+        (IMAGES / "label.png").write_bytes(tab.page.screenshot(full_page=True))
+    assert not tab.errors, tab.errors
+
+
+def test_an_empty_question_and_stop_each_say_what_happens(server, page_on, long_clip):
+    tab = page_on(server.url)
+    tab.page.fill("#question", "   ")
+    tab.page.click("#ask")
+    tab.page.locator("#message").filter(has_text="Type a question first").wait_for(timeout=10_000)
+    tab.play_file(long_clip)
+    tab.page.wait_for_selector("#timeline .cell[data-turn='3']", timeout=60_000)
+    # The frames already sent are still decided: the page says so from the click until the close.
+    label, disabled, detail = tab.page.evaluate("""() => {
+        const stop = document.getElementById("stop");
+        stop.click();
+        return [stop.textContent, stop.disabled, document.getElementById("detail").textContent];
+    }""")
+    assert label == "Stopping…" and disabled and detail.startswith("Stopping:"), detail
+    summary = tab.wait_closed()
+    assert tab.page.inner_text("#stop") == "Stop" and tab.page.is_enabled("#start"), summary
     assert not tab.errors, tab.errors

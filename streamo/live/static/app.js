@@ -26,6 +26,7 @@ const page = {
   closedCleanly: false,
   fileUrl: null,
   queued: [],          // questions asked before the session started
+  stopping: false,
 };
 
 function showMessage(text) {
@@ -36,7 +37,8 @@ function showMessage(text) {
 
 function setRunning(running) {
   $("start").disabled = running;
-  $("stop").disabled = !running;
+  $("stop").disabled = !running || page.stopping;
+  $("stop").textContent = running && page.stopping ? "Stopping…" : "Stop";
   $("threshold").disabled = !running || !$("use-threshold").checked;
   $("use-threshold").disabled = !running;
   for (const input of document.querySelectorAll("input[name=source], #file, #key, #server-source")) {
@@ -80,6 +82,7 @@ function start() {
   }
   resetTimeline();
   page.closedCleanly = false;
+  page.stopping = false;
   const protocols = [PROTOCOL];
   if (key) protocols.push("key." + base64url(key));
   let socket;
@@ -98,7 +101,18 @@ function start() {
 
 function stop() {
   stopCapture();
-  send({ type: "close" });
+  page.stopping = true;
+  setRunning(true);
+  showStopping();
+  sending.then(() => send({ type: "close" }));
+}
+
+function showStopping() {
+  // Frames already sent are still decided before the session closes: say how many are left.
+  const left = Math.max(0, page.nextTurn - page.lastTurn - 1);
+  $("detail").textContent = left
+    ? `Stopping: the server decides the ${left} frame${left === 1 ? "" : "s"} already sent, then closes the session…`
+    : "Stopping: closing the session…";
 }
 
 function send(message) {
@@ -127,7 +141,9 @@ function onReady(ready) {
   setRunning(true);
   for (const text of page.queued.splice(0)) send({ type: "ask", text });
   if (page.source === "server") {
-    send({ type: "source", path: $("server-source").value, realtime: true });
+    const path = $("server-source").value;
+    send({ type: "source", path, realtime: true });
+    showServerVideo(path).catch((error) => showMessage(`The server's video cannot be shown in the player: ${error.message}`));
   } else {
     startCapture().catch((error) => {
       showMessage(error.message);
@@ -152,6 +168,7 @@ function onError(error) {
 }
 
 function onClosed(closed) {
+  page.stopping = false;
   page.closedCleanly = closed.reason !== "shutdown";
   const latency = closed.latency_ms ? `, latency mean ${closed.latency_ms.mean.toFixed(1)} ms, p95 ${closed.latency_ms.p95.toFixed(1)} ms` : "";
   $("detail").textContent = `Session closed (${closed.reason}): ${closed.frames} seconds decided, ${closed.responses} answers, ${closed.dropped} dropped${latency}.`;
@@ -160,6 +177,7 @@ function onClosed(closed) {
 function onSocketClosed(close) {
   stopCapture();
   page.socket = null;
+  page.stopping = false;
   setRunning(false);
   if (close.code === 4401 || page.refusal === "unauthorized") {
     showMessage(ERROR_HELP.unauthorized);
@@ -208,6 +226,29 @@ async function startCapture() {
   video.requestVideoFrameCallback(onVideoFrame);
   video.onended = () => { if (page.source === "file") finishCapture(); };
   await video.play();
+}
+
+async function showServerVideo(path) {
+  // A <video> cannot send the key, and the key never goes in a URL: the server grants a
+  // short-lived token URL for this one file (POST /v1/media), served with range requests.
+  const headers = { "Content-Type": "application/json" };
+  if (apiKey()) headers.Authorization = `Bearer ${apiKey()}`;
+  const response = await fetch("/v1/media", { method: "POST", headers, body: JSON.stringify({ path }) });
+  if (!response.ok) throw new Error(`the server answered ${response.status}`);
+  const { url } = await response.json();
+  const video = $("video");
+  video.srcObject = null;
+  video.src = url;
+  await video.play();
+}
+
+function followServerVideo(t) {
+  // The server plays the source by the wall clock; the player follows its decisions, so the
+  // picture on screen is the second just decided (re-aligned when it drifts by over a second).
+  const video = $("video");
+  if (!video.src || video.readyState < 1) return;
+  if (Math.abs(video.currentTime - t) > 1) video.currentTime = t;
+  if (video.paused && !video.ended && page.socket) video.play().catch(() => {});
 }
 
 function onVideoFrame(now, metadata) {
@@ -355,6 +396,8 @@ function onEvent(event) {
   }
   if (event.state === "response") addAnswer(event.turn, event.text, "answer");
   if (atBottom) timeline.scrollTop = timeline.scrollHeight;
+  if (page.source === "server" && !page.stopping) followServerVideo(event.t);
+  if (page.stopping) showStopping();
   updateStatus(event);
   $("download-predictions").disabled = false;
   $("download-png").disabled = false;
@@ -508,7 +551,12 @@ function init() {
   $("ask-form").onsubmit = (submit) => {
     submit.preventDefault();
     const text = $("question").value.trim();
-    if (!text) return;
+    if (!text) {
+      showMessage("Type a question first, then press Ask.");
+      $("question").focus();
+      return;
+    }
+    showMessage("");
     $("question").value = "";
     if (!page.socket) {
       page.queued.push(text);
