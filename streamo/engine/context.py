@@ -21,6 +21,10 @@ from .prompt import PromptTokens
 _EPS = 1e-6
 
 
+class ContextBudgetError(ValueError):
+    """A question or frame that cannot fit the session's token budget even with no older turn kept."""
+
+
 @dataclass
 class Turn:
     """One second of the conversation: its frame's place in the prompt and the reply to it."""

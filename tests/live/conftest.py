@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from engine.stream_model import MAX_PIXELS
-from streamo.live.server import AppState, ServeSettings, create_app
+from streamo.live.listener import build_server
+from streamo.live.server import AppState, ServeSettings
 from streamo.model_eval import EngineSettings, StreamModel
 from streamo.video import MIN_PIXELS
 
@@ -48,10 +48,7 @@ def running_server(model: StreamModel, settings: ServeSettings | None = None, wi
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    config = uvicorn.Config(create_app(state), ws_max_size=settings.transport_max_bytes, ws_per_message_deflate=False,
-                            log_level="warning",
-                            lifespan="on")
-    server = uvicorn.Server(config)
+    server = build_server(state, log_level="warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
