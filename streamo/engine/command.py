@@ -51,6 +51,9 @@ def add_engine_options(parser: argparse.ArgumentParser, window: float | None = N
                         help="answer only when P(Response) over the three states is at least this")
     parser.add_argument("--max-pixels", type=positive_int,
                         help="pixel budget per frame (default: the checkpoint's max_pixels, else $MAX_PIXELS, else 100352)")
+    parser.add_argument("--max-context-tokens", type=positive_int, metavar="TOKENS",
+                        help="tokens a session's context may hold; older turns are evicted to stay within it "
+                        "(default: the checkpoint's max_position_embeddings, on vLLM its max_model_len)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--system-prompt-file", dest="system_prompt", type=system_prompt_file, metavar="FILE",
                         help="UTF-8 file with the system prompt the model was trained with (default: Streamo's built-in prompt)")

@@ -88,7 +88,7 @@ def run_serve(args: argparse.Namespace) -> int:
                              idle_timeout=args.idle_timeout, sources=roots, allow_urls=args.allow_urls,
                              max_connections=args.max_connections, allow_origins=args.allow_origin)
     state = AppState(settings, Path(args.model).resolve().name, model.session, args.fps, args.window,
-                     args.response_threshold, model.max_pixels, MIN_PIXELS, args.backend)
+                     args.response_threshold, model.max_pixels, MIN_PIXELS, args.backend, model.max_context_tokens)
     scheme = "https" if args.ssl_certfile else "http"
     print(f"streamo serve: {args.model} on {args.backend} at {scheme}://{args.host}:{args.port}/ (page), sessions on "
           f"/v1/stream; API key {'required' if key else 'not required (loopback)'}", file=sys.stderr, flush=True)

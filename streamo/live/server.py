@@ -90,6 +90,8 @@ class ServeSettings:
     max_frame_side: int = 4096
     max_frame_rate: float = 4.0
     """Frames a second, in multiples of fps, that may displace a waiting frame; beyond, dropped unread."""
+    max_message_rate: float = 500.0
+    """Messages a second a session's socket is read at, at most; beyond, the client waits (TCP backpressure)."""
     max_question_chars: int = 2000
     max_waiting_questions: int = 16
     idle_timeout: float = 60.0
@@ -175,6 +177,29 @@ class Metrics:
                                      registry=self.registry)
 
 
+class _Bucket:
+    """A token bucket: ``rate`` a second, at most ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, now
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
+    def take(self, now: float) -> bool:
+        self._refill(now)
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+    def wait(self, now: float) -> float:
+        """Seconds until a token is there."""
+        self._refill(now)
+        return max(0.0, (1.0 - self.tokens) / self.rate)
+
+
 @dataclass
 class _Drained:
     """Marker: every frame received before ``close`` (or the server's shutdown) has been decided."""
@@ -210,8 +235,9 @@ class LiveConnection:
         self.frames = 0
         self.responses = 0
         self.dropped = 0
-        self.allowance = self._frame_burst()
-        self.allowance_at = self.loop.time()
+        frame_rate = self.settings.max_frame_rate * app_state.fps
+        self.frame_bucket = _Bucket(frame_rate, max(1.0, frame_rate), self.loop.time())
+        self.message_bucket = _Bucket(self.settings.max_message_rate, self.settings.max_message_rate, self.loop.time())
         self.parked: tuple[bytes, float, int] | None = None
         """The newest frame over the rate limit, undecoded: decided when the queue has room, unless a newer one comes."""
         self.unparking: asyncio.Task | None = None
@@ -257,6 +283,9 @@ class LiveConnection:
         try:
             while not self.finished.is_set():
                 if receive is None:
+                    # Over the message rate the socket is read no faster: TCP pushes back on the client.
+                    while not self.message_bucket.take(self.loop.time()):
+                        await asyncio.sleep(self.message_bucket.wait(self.loop.time()))
                     receive = asyncio.ensure_future(self.ws.receive())
                 finished = asyncio.ensure_future(self.finished.wait())
                 done, _ = await asyncio.wait({receive, finished}, timeout=self.settings.idle_timeout,
@@ -350,7 +379,7 @@ class LiveConnection:
             await self._on_source(message)
         elif isinstance(message, Close):
             self.closing = True
-            await self._unpark()
+            await self._unpark(closing=True)
             self.state.scheduler.submit_marker(self.id, _Drained())
 
     def _on_ask(self, message: Ask) -> None:
@@ -389,12 +418,12 @@ class LiveConnection:
         if turn <= self.last_turn:
             raise ProtocolError("frame_out_of_order", f"frame at t={t:g} s is turn {turn}, but turn {self.last_turn} was already received")
         self._drop_parked()
-        if self.state.scheduler.frames_waiting(self.id) >= self.state.scheduler.max_queue and not self._allow_frame():
-            # Over the rate limit it would only push a waiting frame out: it waits undecoded for room,
-            # and a newer frame drops it before any work is spent on it.
-            self.parked, self.last_turn = (data, t, turn), turn
-            return
-        async with self.decoding:
+        async with self.decoding:  # an unparked frame being decoded counts as waiting
+            if not self._room():
+                # Over the rate limit it would only push a waiting frame out: it waits undecoded for room,
+                # and a newer frame drops it before any work is spent on it.
+                self.parked, self.last_turn = (data, t, turn), turn
+                return
             await self._decode_and_submit(data, t, turn)
 
     async def _decode_and_submit(self, data: bytes, t: float, turn: int) -> None:
@@ -404,12 +433,12 @@ class LiveConnection:
         self.pushed = True
         self._submit(image, t, turn)
 
-    async def _unpark(self) -> None:
-        """Decide the parked frame now (there is room, or the session closes)."""
+    async def _unpark(self, closing: bool = False) -> None:
+        """Decide the parked frame if it no longer pushes a waiting frame out (or the session closes)."""
         async with self.decoding:
-            parked, self.parked = self.parked, None
-            if parked is None or self.finished.is_set():
+            if self.parked is None or self.finished.is_set() or not (closing or self._room()):
                 return
+            parked, self.parked = self.parked, None
             try:
                 await self._decode_and_submit(*parked)
             except ProtocolError as exc:
@@ -424,20 +453,11 @@ class LiveConnection:
         self.state.metrics.dropped.inc()
         self.state.metrics.unread.inc()
 
-    def _frame_burst(self) -> float:
-        return max(1.0, self.settings.max_frame_rate * self.state.fps)
+    def _room(self) -> bool:
+        """A frame may be decoded: the queue has room, or the rate limit lets it push the oldest out."""
+        return (self.state.scheduler.frames_waiting(self.id) < self.state.scheduler.max_queue
+                or self.frame_bucket.take(self.loop.time()))
 
-    def _allow_frame(self) -> bool:
-        """Token bucket: ``max_frame_rate`` x fps frames a second (a second's worth at once) may
-        displace a waiting frame."""
-        now = self.loop.time()
-        rate = self.settings.max_frame_rate * self.state.fps
-        self.allowance = min(self._frame_burst(), self.allowance + (now - self.allowance_at) * rate)
-        self.allowance_at = now
-        if self.allowance < 1.0:
-            return False
-        self.allowance -= 1.0
-        return True
 
     def _submit(self, image: Any, t: float, turn: int) -> None:
         dropped = self.state.scheduler.submit_frame(self.id, image, t)
@@ -506,7 +526,7 @@ class LiveConnection:
                 questions=event.questions, waiting=result.waiting, dropped=result.dropped,
                 context_tokens=event.context_tokens, cached_tokens=event.cached_tokens,
             ))
-            if self.parked is not None and not self.closing:
+            if self.parked is not None and not self.closing and (self.unparking is None or self.unparking.done()):
                 self.unparking = asyncio.create_task(self._unpark())
         elif isinstance(result, Failed):
             self.pending -= result.frame
