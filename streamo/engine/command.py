@@ -221,15 +221,23 @@ def _play(args: argparse.Namespace, model, source: FrameInput, questions: list[t
         session = model.session()
     except ValueError as exc:
         raise StreamInputError(str(exc)) from None
+    from .context import ContextBudgetError
+
     for moment, text in questions:
-        session.ask(text, moment)
+        try:
+            session.ask(text, moment)
+        except ContextBudgetError as exc:
+            raise StreamInputError(f"question at {moment:g} s: {exc} (--max-context-tokens)") from None
 
     latencies, responses = [], 0
     started = time.monotonic()
     for turn, image in source.frames:
         if args.realtime:
             time.sleep(max(0.0, started + turn / args.fps - time.monotonic()))
-        event = session.push_frame(image, turn / args.fps)
+        try:
+            event = session.push_frame(image, turn / args.fps)
+        except ContextBudgetError as exc:
+            raise StreamInputError(f"{source.name}: turn {turn}: {exc} (--max-context-tokens)") from None
         latencies.append(event.latency_ms)
         responses += event.state is State.RESPONSE
         print(json.dumps(event.as_record(), ensure_ascii=False) if args.json else format_line(event, args.fps), flush=True)

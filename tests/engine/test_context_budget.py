@@ -85,3 +85,21 @@ def test_what_cannot_fit_is_refused_and_the_session_goes_on(stream_model):
     assert event.context_tokens + session.context.reserve <= budget and event.questions[0] == QUESTION
     with pytest.raises(ContextBudgetError):
         StreamingSession(stream_model.model, stream_model.processor, max_pixels=MAX_PIXELS, max_context_tokens=100)
+
+
+def test_streamo_stream_says_in_one_line_what_does_not_fit(stream_model, planned_frames, capsys):
+    from streamo.cli import main
+
+    base = ["stream", "--model", str(stream_model.directory), "--video", str(planned_frames), "--max-pixels", str(MAX_PIXELS)]
+    assert main(base + ["--max-context-tokens", "100", "--question", QUESTION]) == 2
+    assert "budget is 100" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert main(base + ["--max-context-tokens", "330", "--question", "Describe " + "every small detail " * 60]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]  # after the loader's progress bar
+    assert message.startswith("streamo: error: question at 0 s") and message.endswith("(--max-context-tokens)")
+
+
+@pytest.fixture
+def planned_frames(tmp_path):
+    for turn in range(3):
+        frame(turn).save(tmp_path / f"frame_{turn:04d}.png")
+    return tmp_path

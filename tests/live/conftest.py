@@ -38,12 +38,12 @@ def loaded_model(stream_model) -> StreamModel:
 
 @contextmanager
 def running_server(model: StreamModel, settings: ServeSettings | None = None, window: float | None = None,
-                   response_threshold: float | None = None):
+                   response_threshold: float | None = None, max_context_tokens: int | None = None):
     settings = settings or ServeSettings()
     engine = model.with_settings(EngineSettings(window=window, response_threshold=response_threshold,
-                                                max_pixels=model.max_pixels))
+                                                max_pixels=model.max_pixels, max_context_tokens=max_context_tokens))
     state = AppState(settings, "fitted-tiny", engine.session, 1.0, window, response_threshold, model.max_pixels, MIN_PIXELS,
-                     model.backend)
+                     model.backend, engine.max_context_tokens)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))

@@ -342,3 +342,36 @@ def test_every_server_message_validates_whatever_the_client_sends(loaded_model):
                     assert message.message.isprintable() and len(message.message) <= MAX_ERROR_CHARS
 
         check()
+
+
+# ---------------------------------------------------------------- token budget
+
+
+def test_a_sessions_context_stays_within_its_token_budget(loaded_model):
+    """Questions of the largest size on every frame: the context is windowed by tokens, and a
+    question that cannot fit even alone is refused with its own code."""
+    budget = 400
+    long_question = "Describe the square's " + "position and colour " * 95  # under max_question_chars
+
+    async def run(url):
+        client = await LiveClient.connect(url)
+        replies = []
+        for turn in range(12):
+            await client.ask(f"What happens now, at second {turn}? " * 3, float(turn))
+            await client.send_frame(encode_png(frame(turn % len(PLAN))), float(turn))
+            replies.append(await client.receive())
+        await client.ask(long_question)
+        replies.append(await client.receive())
+        await client.send_frame(encode_png(frame(0)), 12.0)
+        replies.append(await client.receive())
+        await client.disconnect()
+        return client.ready, replies
+
+    with running_server(loaded_model, max_context_tokens=budget) as server:
+        ready, replies = asyncio.run(run(server.url))
+    assert ready.limits.max_context_tokens == budget
+    events = [r for r in replies if r.type == "event"]
+    assert len(events) == 13 and all(event.context_tokens <= budget for event in events)
+    assert any(b.context_tokens < a.context_tokens for a, b in zip(events, events[1:]))  # older turns were evicted
+    error = replies[12]
+    assert (error.type, error.code, error.closes) == ("error", "context_full", False) and str(budget) in error.message
