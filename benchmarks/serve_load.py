@@ -318,6 +318,11 @@ def _p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
+def _metric(url: str, name: str) -> float:
+    metrics = urllib.request.urlopen(url + "/metrics").read().decode()
+    return next((float(line.split()[-1]) for line in metrics.splitlines() if line.split(" ")[0] == name), 0.0)
+
+
 def _flood_client(url: str, picture: bytes) -> None:
     """Frames as fast as the socket takes them, events never read: until the process is stopped."""
     from websockets.sync.client import connect
@@ -347,9 +352,10 @@ def _flood(url: str, pictures: list[bytes], frames: int, flooders: int) -> dict:
         for process in processes:
             process.terminate()
             process.join()
-    metrics = urllib.request.urlopen(url + "/metrics").read().decode()
-    unread = next((float(line.split()[-1]) for line in metrics.splitlines()
-                   if line.startswith("streamo_frames_unread_total")), 0.0)
+    deadline = time.monotonic() + 120
+    while _metric(url, "streamo_sessions_open") and time.monotonic() < deadline:  # the later trials start clean
+        time.sleep(0.2)
+    unread = _metric(url, "streamo_frames_unread_total")
     return {"flood_sessions": flooders, "quiet_p95_ms": round(_p95(alone), 1),
             "quiet_p95_flooded_ms": round(_p95(flooded), 1),
             "flooded_over_quiet_p95": round(_p95(flooded) / _p95(alone), 2), "flood_frames_unread": int(unread)}

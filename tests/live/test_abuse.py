@@ -20,7 +20,7 @@ from PIL import Image
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from engine.stream_model import PLAN, QUESTION, frame
+from engine.stream_model import PLAN, frame
 from streamo.live.client import LiveClient, encode_png
 from streamo.live.messages import MAX_ERROR_CHARS
 from streamo.live.server import ServeSettings
