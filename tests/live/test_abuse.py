@@ -84,6 +84,12 @@ def test_a_client_that_never_reads_is_closed_at_its_outbox_bound(loaded_model):
             pass  # the server closed it
         wait_until(lambda: _metric(server.url, 'streamo_sessions_closed_total{reason="backlog"}') == 1.0, 60)
         wait_until(lambda: not server.state.connections and server.state.scheduler.open_sessions == 0)
+        sock.settimeout(30)
+        try:
+            while sock.recv(65536):  # what the server had written reaches the client, then the connection ends
+                pass
+        except ConnectionResetError:  # the server closed with the client's messages unread: a reset
+            pass
         sock.close()
 
 
@@ -147,6 +153,50 @@ def test_a_flood_is_dropped_before_decoding_and_a_quiet_session_keeps_its_pace(l
     assert unread > 0.7 * read, (unread, read)
     # Frames decoded only to be pushed out: at most the rate limit's (4/s a session, a second's burst).
     assert dropped - unread <= 2 * 4 * (flooded_for + 1) + 8, (dropped, unread, flooded_for)
+
+
+def test_frames_over_the_rate_wait_undecoded_and_the_newest_is_decided(loaded_model):
+    """Twelve frames at once into a queue of one: those over the rate limit are dropped unread,
+    nothing is lost (every frame decided or counted dropped), and the newest is decided."""
+    pictures = [encode_png(frame(turn % len(PLAN))) for turn in range(12)]
+
+    async def burst(url):
+        client = await LiveClient.connect(url)
+        for turn, picture in enumerate(pictures):
+            await client.send_frame(picture, float(turn))
+        await client.close()
+        events = []
+        while (message := await client.receive()).type != "closed":
+            events.append(message)
+        await client.disconnect()
+        return events, message
+
+    with running_server(loaded_model, ServeSettings(max_queue=1)) as server:
+        events, closed = asyncio.run(burst(server.url))
+        unread = _metric(server.url, "streamo_frames_unread_total")
+    dropped = sum(event.dropped for event in events)
+    assert len(events) + dropped == len(pictures) and closed.dropped == dropped  # nothing lost
+    assert events[-1].turn == len(pictures) - 1  # the newest frame waited for room and was decided
+    assert unread >= 1 and unread <= dropped
+
+
+def test_a_fast_sender_is_slowed_not_dropped(loaded_model):
+    """Over the message rate the server reads the socket no faster: every message still gets its
+    answer, only later."""
+    async def run(url):
+        client = await LiveClient.connect(url)
+        started = time.monotonic()
+        for _ in range(60):
+            await client.connection.send("{bad")
+        replies = [await client.receive() for _ in range(60)]
+        elapsed = time.monotonic() - started
+        await client.disconnect()
+        return replies, elapsed
+
+    with running_server(loaded_model, ServeSettings(max_message_rate=20)) as server:
+        replies, elapsed = asyncio.run(run(server.url))
+    assert [reply.code for reply in replies] == ["bad_json"] * 60
+    assert elapsed >= (60 - 20) / 20 * 0.9  # a second's worth at once, then 20 a second
 
 
 # ---------------------------------------------------------------- connections
