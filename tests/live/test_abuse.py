@@ -116,7 +116,9 @@ def test_a_flood_is_dropped_before_decoding_and_a_quiet_session_keeps_its_pace(l
     import sys
 
     pictures = [encode_png(frame(turn % len(PLAN))) for turn in range(len(PLAN))]
-    (tmp_path / "frame.png").write_bytes(pictures[0])
+    large = io.BytesIO()  # a camera's frame: decoding it is real work
+    frame(0).resize((1280, 720)).save(large, format="JPEG", quality=90)
+    (tmp_path / "frame.jpg").write_bytes(large.getvalue())
 
     async def quiet_round_trips(url: str, count: int, start: int) -> list[float]:
         client = await LiveClient.connect(url)
@@ -133,7 +135,7 @@ def test_a_flood_is_dropped_before_decoding_and_a_quiet_session_keeps_its_pace(l
     with running_server(loaded_model, ServeSettings(max_queue=4)) as server:
         unloaded = asyncio.run(quiet_round_trips(server.url, 30, 0))
         url = server.url.replace("http", "ws") + "/v1/stream"
-        floods = [subprocess.Popen([sys.executable, "-c", FLOODER, url, str(tmp_path / "frame.png")]) for _ in range(2)]
+        floods = [subprocess.Popen([sys.executable, "-c", FLOODER, url, str(tmp_path / "frame.jpg")]) for _ in range(2)]
         try:
             wait_until(lambda: _metric(server.url, "streamo_frames_unread_total") > 100, 30)
             began = time.perf_counter()
