@@ -51,7 +51,7 @@ class Failed:
     """``context_full`` when the item cannot fit the context's token budget, else ``internal``."""
     message: str
     frame: bool
-    """Whether the item was a frame (it gets no decision)."""
+    """Whether the item was a frame (it gets no decision and counts as dropped)."""
     questions: int
     """Questions the item took out of waiting (or never let in) that no event will show."""
 
@@ -227,6 +227,9 @@ class Scheduler:
                 log.exception("session %s: the model failed", session.id)
                 result = Failed("internal", f"{type(exc).__name__}: {exc}", isinstance(item, _Frame),
                                 _lost(engine, waiting))
+            if isinstance(result, Failed) and result.frame:
+                with self._cond:  # undecided, so counted with the dropped: every frame is decided or dropped
+                    session.dropped_since_event += 1
             del engine
             if result is not None and not session.removed:
                 session.deliver(result)

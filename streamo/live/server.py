@@ -530,6 +530,8 @@ class LiveConnection:
                 self.unparking = asyncio.create_task(self._unpark())
         elif isinstance(result, Failed):
             self.pending -= result.frame
+            self.dropped += result.frame
+            metrics.dropped.inc(result.frame)
             self.questions_waiting -= result.questions
             what = "frame" if result.frame else "question"
             if result.code == "context_full":

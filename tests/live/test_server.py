@@ -269,3 +269,4 @@ def test_a_model_fault_on_one_frame_is_an_error_and_the_session_goes_on(loaded_m
     assert (replies[0].turn, replies[1].code, replies[2].turn) == (0, "internal", 2)
     assert "simulated" not in replies[1].message and "RuntimeError" not in replies[1].message and not replies[1].closes
     assert replies[2].questions == [QUESTION]
+    assert replies[2].dropped == 1  # the failed frame is counted with the dropped: nothing goes missing
