@@ -7,6 +7,11 @@ per backend:
   decision time, no server);
 * ``round_trip_ms``: one session over a real loopback socket, one frame at a time (send the
   JPEG, wait for its event): ``server_overhead_ratio`` = (round trip - engine) / engine;
+* fairness under a flood: ``quiet_p95_ms`` is one session's 95th-percentile round trip (one
+  frame at a time, as above) alone, ``quiet_p95_flooded_ms`` the same while ``--flood-sessions``
+  clients in other processes send frames as fast as their sockets take them (without reading
+  their events), measured in the same run; ``flood_frames_unread`` is how many of their frames
+  the server dropped before decoding (over the frame rate limit);
 * ``sustained_sessions``: the most sessions that, each sending one frame a second of its own
   video for ``--seconds`` (``--rate`` frames a second compresses time), all get every frame
   decided (nothing dropped) with a 95th-percentile decision latency (frame sent to event
@@ -93,6 +98,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="sessions sending as fast as they may (default: 32)")
     parser.add_argument("--saturation-frames", type=int, default=130,
                         help="frames each of them sends (default: 130, past a full 120-s window)")
+    parser.add_argument("--flood-sessions", type=int, default=2,
+                        help="flooding clients beside the quiet session; 0 skips it (default: 2)")
     parser.add_argument("--batch", type=int, default=8, help="sessions batched in batched_forward_speedup (default: 8)")
     parser.add_argument("--batch-context", type=int, default=600,
                         help="cached tokens per session in that comparison (default: 600)")
@@ -280,7 +287,7 @@ def _trial(url: str, videos: list[list[bytes]], sessions: int, seconds: float, r
 
     asyncio.run(run())
     latencies = sorted(stats["latencies"])
-    p95 = latencies[min(len(latencies) - 1, math.ceil(0.95 * len(latencies)) - 1)] if latencies else math.inf
+    p95 = _p95(latencies) if latencies else math.inf
     return {
         "sessions": sessions, "frames_sent": stats["sent"], "events_received": stats["events"],
         "frames_dropped": stats["dropped"], "lost": stats["sent"] - stats["events"] - stats["dropped"],
@@ -294,7 +301,8 @@ def _held(trial: dict) -> bool:
     return trial["frames_dropped"] == 0 and trial["lost"] == 0 and trial["latency_p95_ms"] < 1000
 
 
-def _round_trip_ms(url: str, pictures: list[bytes], frames: int) -> float:
+def _round_trips_ms(url: str, pictures: list[bytes], frames: int) -> list[float]:
+    """One session, one frame at a time: the time from sending each frame to its event (the first two left out)."""
     from streamo.live.client import LiveClient
 
     async def run():
@@ -307,9 +315,57 @@ def _round_trip_ms(url: str, pictures: list[bytes], frames: int) -> float:
             assert message.type == "event", message
             times.append((time.perf_counter() - started) * 1000)
         await client.disconnect()
-        return statistics.mean(times[2:])
+        return times[2:]
 
     return asyncio.run(run())
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def _metric(url: str, name: str) -> float:
+    metrics = urllib.request.urlopen(url + "/metrics").read().decode()
+    return next((float(line.split()[-1]) for line in metrics.splitlines() if line.split(" ")[0] == name), 0.0)
+
+
+def _flood_client(url: str, picture: bytes) -> None:
+    """Frames as fast as the socket takes them, events never read: until the process is stopped."""
+    from websockets.sync.client import connect
+
+    socket_ = connect(url, max_queue=None)
+    turn = 0
+    while True:
+        socket_.send(json.dumps({"type": "frame", "t": turn}))
+        socket_.send(picture)
+        turn += 1
+
+
+def _flood(url: str, pictures: list[bytes], frames: int, flooders: int) -> dict:
+    """The quiet session's p95 alone, then beside ``flooders`` flooding clients in processes of their own."""
+    import multiprocessing
+
+    alone = _round_trips_ms(url, pictures, frames)
+    spawn = multiprocessing.get_context("spawn")
+    processes = [spawn.Process(target=_flood_client, args=(url.replace("http", "ws") + "/v1/stream", pictures[0]),
+                               daemon=True) for _ in range(flooders)]
+    for process in processes:
+        process.start()
+    try:
+        time.sleep(3.0)  # the floods have filled their queues
+        flooded = _round_trips_ms(url, pictures, frames)
+    finally:
+        for process in processes:
+            process.terminate()
+            process.join()
+    deadline = time.monotonic() + 120
+    while _metric(url, "streamo_sessions_open") and time.monotonic() < deadline:  # the later trials start clean
+        time.sleep(0.2)
+    unread = _metric(url, "streamo_frames_unread_total")
+    return {"flood_sessions": flooders, "quiet_p95_ms": round(_p95(alone), 1),
+            "quiet_p95_flooded_ms": round(_p95(flooded), 1),
+            "flooded_over_quiet_p95": round(_p95(flooded) / _p95(alone), 2), "flood_frames_unread": int(unread)}
 
 
 def _saturation(url: str, server_pid: int, videos: list[list[bytes]], sessions: int, frames: int) -> dict:
@@ -402,7 +458,10 @@ def _measure(backend: str, model_dir: Path, args, videos: list[list[bytes]]) -> 
     figures: dict = {"start_s": round(time.monotonic() - started, 1)}
     try:
         rss_idle = _tree_rss_mb(server.pid)
-        figures["round_trip_ms"] = round(_round_trip_ms(url, [p for video in videos for p in video], args.engine_frames), 2)
+        pictures = [p for video in videos for p in video]
+        figures["round_trip_ms"] = round(statistics.mean(_round_trips_ms(url, pictures, args.engine_frames)), 2)
+        if args.flood_sessions:
+            figures.update(_flood(url, pictures, args.engine_frames, args.flood_sessions))
         trials, best, low, high = [], None, 0, None
         sessions = 1
         while True:  # double while held, then bisect between the last held and the first failed count

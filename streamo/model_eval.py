@@ -40,6 +40,9 @@ class EngineSettings:
     max_new_tokens: int = 128
     max_pixels: int | None = None
     """None: the checkpoint's training budget (``training_max_pixels``)."""
+    max_context_tokens: int | None = None
+    """Tokens a session's context may hold; None: the checkpoint's ``max_position_embeddings``
+    (on vLLM, its ``max_model_len``)."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     backend: str = "transformers"
     """What runs the model: ``transformers`` (the KV-cache engine) or ``vllm``."""
@@ -66,6 +69,8 @@ class StreamModel:
         self.model = self.engine = None
         if settings.backend == "transformers":
             self.model, self.processor = load_stream_model(path, device)
+            config = self.model.config
+            self.position_limit = getattr(getattr(config, "text_config", config), "max_position_embeddings", None)
             return
         from .engine.vllm_backend import VllmOptions, start_engine
         from .video import MIN_PIXELS
@@ -76,6 +81,14 @@ class StreamModel:
         self.processor = load_stream_processor(path)
         self.engine = start_engine(path, self.processor.tokenizer, self.max_pixels, MIN_PIXELS,
                                    VllmOptions(**settings.vllm), settings.window, settings.fps)
+        self.position_limit = self.engine.max_model_len - 1  # the prompt and the one token decided after it
+
+    @property
+    def max_context_tokens(self) -> int | None:
+        """The token budget of every session (``EngineSettings.max_context_tokens``, capped by the model's limit)."""
+        given = self.settings.max_context_tokens
+        limits = [limit for limit in (given, self.position_limit) if limit]
+        return min(limits) if limits else None
 
     @property
     def backend(self) -> str:
@@ -97,6 +110,7 @@ class StreamModel:
             eviction_block=settings.eviction_block,
             decision=DecisionRule(bias=bias or {}, response_threshold=settings.response_threshold),
             max_new_tokens=settings.max_new_tokens, max_pixels=self.max_pixels,
+            max_context_tokens=self.max_context_tokens,
         )
         if self.engine is not None:
             from .engine.vllm_backend import VllmSession
@@ -243,7 +257,7 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
     return EngineSettings(
         fps=args.fps, window=args.window, eviction_block=args.eviction_block,
         response_threshold=args.response_threshold, max_new_tokens=args.max_new_tokens, max_pixels=args.max_pixels,
-        system_prompt=args.system_prompt or DEFAULT_SYSTEM_PROMPT, backend=args.backend, vllm=vllm_options(args),
+        max_context_tokens=args.max_context_tokens, system_prompt=args.system_prompt or DEFAULT_SYSTEM_PROMPT, backend=args.backend, vllm=vllm_options(args),
     )
 
 

@@ -52,6 +52,9 @@ def add_engine_options(parser: argparse.ArgumentParser, window: float | None = N
                         help="answer only when P(Response) over the three states is at least this")
     parser.add_argument("--max-pixels", type=positive_int,
                         help="pixel budget per frame (default: the checkpoint's max_pixels, else $MAX_PIXELS, else 100352)")
+    parser.add_argument("--max-context-tokens", type=positive_int, metavar="TOKENS",
+                        help="tokens a session's context may hold; older turns are evicted to stay within it "
+                        "(default: the checkpoint's max_position_embeddings, on vLLM its max_model_len)")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--system-prompt-file", dest="system_prompt", type=system_prompt_file, metavar="FILE",
                         help="UTF-8 file with the system prompt the model was trained with (default: Streamo's built-in prompt)")
@@ -219,15 +222,23 @@ def _play(args: argparse.Namespace, model, source: FrameInput, questions: list[t
         session = model.session()
     except ValueError as exc:
         raise StreamInputError(str(exc)) from None
+    from .context import ContextBudgetError
+
     for moment, text in questions:
-        session.ask(text, moment)
+        try:
+            session.ask(text, moment)
+        except ContextBudgetError as exc:
+            raise StreamInputError(f"question at {moment:g} s: {exc} (--max-context-tokens)") from None
 
     latencies, responses = [], 0
     started = time.monotonic()
     for turn, image in source.frames:
         if args.realtime:
             time.sleep(max(0.0, started + turn / args.fps - time.monotonic()))
-        event = session.push_frame(image, turn / args.fps)
+        try:
+            event = session.push_frame(image, turn / args.fps)
+        except ContextBudgetError as exc:
+            raise StreamInputError(f"{source.name}: turn {turn}: {exc} (--max-context-tokens)") from None
         latencies.append(event.latency_ms)
         responses += event.state is State.RESPONSE
         print(json.dumps(event.as_record(), ensure_ascii=False) if args.json else format_line(event, args.fps), flush=True)

@@ -7,6 +7,12 @@ bounded window. When the window is full, the oldest ``eviction_block`` seconds a
 and the retained turns are laid out as a training window: the first retained turn repeats
 the questions asked before it. The transformers engine re-encodes that layout after its
 cached system prompt; vLLM receives it whole and its prefix cache finds what it has read.
+
+The window is also bounded in tokens (``max_tokens``: system prompt, retained turns, the new
+turn and room for its reply): past it, the oldest turns are evicted until the context fills at
+most three quarters of the budget (so evictions, each a re-read of the window, stay rare). A
+question that could not fit even with no older turn kept (with the questions waiting for the
+same frame, a frame at the pixel budget and a full answer) is refused when asked.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ from ..protocol import State, assistant_text, carried_questions, turn_of
 from .prompt import PromptTokens
 
 _EPS = 1e-6
+
+
+class ContextBudgetError(ValueError):
+    """A question or frame that cannot fit the session's token budget even with no older turn kept."""
 
 
 @dataclass
@@ -41,7 +51,8 @@ class StreamContext:
     """Turns, questions and window of one session; ``prompt_ids`` is what the model reads next."""
 
     def __init__(self, tokens: PromptTokens, system_prompt: str, window: float | None = None,
-                 eviction_block: float | None = None) -> None:
+                 eviction_block: float | None = None, max_tokens: int | None = None, reply_tokens: int = 0,
+                 max_frame_tokens: int = 0) -> None:
         if not system_prompt or not system_prompt.strip():
             raise ValueError("system_prompt must not be empty")
         self.tokens = tokens
@@ -49,11 +60,19 @@ class StreamContext:
         self.system_prompt = system_prompt
         self.system_ids = tokens.system(system_prompt)
         self.window_turns, self.block_turns = window_turns(window, eviction_block, tokens.fps)
+        self.max_tokens = max_tokens
+        self.reserve = reply_tokens + len(tokens.reply(State.RESPONSE))
+        """Room kept for the longest reply (state token, answer, end of message)."""
+        self.max_frame_tokens = max_frame_tokens
+        """Image pads of the largest frame (the pixel budget's), for checking a question before its frame comes."""
         self.turns: list[Turn] = []
         """Turns in the context, oldest first (after an eviction, the retained window)."""
         self.next_turn = 0
         self._asked: list[tuple[int, str]] = []  # (turn, question) of every question shown so far
         self._waiting: list[tuple[int, str]] = []  # questions for frames not read yet
+        if max_tokens is not None and self._fixed([]) > max_tokens:
+            raise ContextBudgetError(f"the system prompt, one frame and an answer need {self._fixed([])} tokens; "
+                                     f"the context's budget is {max_tokens}")
 
     def ask(self, text: str, t: float | None = None) -> int:
         """Show ``text`` with the frame of moment ``t`` (seconds; "5" means the turn <4s-5s>),
@@ -65,6 +84,13 @@ class StreamContext:
         if t is not None and not (math.isfinite(t) and t >= 0):
             raise ValueError(f"question time must be a number of seconds >= 0, got {t!r}")
         turn = self.next_turn if t is None else max(turn_of(t, self.fps), self.next_turn)
+        if self.max_tokens is not None:
+            together = [waiting for at, waiting in self._waiting if at <= turn] + [question]
+            need = self._fixed(together, turn)
+            if need > self.max_tokens:
+                raise ContextBudgetError(
+                    f"with the {len(together) - 1} question(s) waiting for the same frame it needs {need} tokens "
+                    f"(system prompt, frame, questions, answer); the context's budget is {self.max_tokens}")
         self._waiting.append((turn, question))
         return turn
 
@@ -86,12 +112,41 @@ class StreamContext:
         self._waiting = [(at, question) for at, question in self._waiting if at > turn]
         return Turn(turn, questions, grid, self.tokens.user(turn, questions, grid[0] * grid[1]), frame=frame)
 
-    def evict(self) -> bool:
-        """Make room for one more turn; True when turns were dropped (the retained window must be re-read)."""
-        if self.window_turns is None or len(self.turns) + 1 <= self.window_turns:
+    @property
+    def evicts(self) -> bool:
+        """Turns may be dropped (a window or a token budget): the backend keeps what re-reads them."""
+        return self.window_turns is not None or self.max_tokens is not None
+
+    def evict(self, current: Turn) -> bool:
+        """Make room for ``current``; True when turns were dropped (the retained window must be re-read).
+        Raises ``ContextBudgetError`` (nothing dropped) when ``current`` cannot fit even alone."""
+        drop = 0
+        if self.window_turns is not None and len(self.turns) + 1 > self.window_turns:
+            # block < window, so at least one old turn stays and opens the window.
+            drop = max(self.block_turns, len(self.turns) + 1 - self.window_turns)
+        if self.max_tokens is not None:
+            fixed = len(self.system_ids) + len(current.user_ids) + self.reserve
+            if fixed > self.max_tokens:
+                raise ContextBudgetError(f"this turn needs {fixed} tokens with the system prompt and an answer; "
+                                         f"the context's budget is {self.max_tokens}")
+            sizes = [len(turn.user_ids) + len(turn.reply_ids) for turn in self.turns]
+            after = [0] * (len(sizes) + 1)  # tokens of the turns after each one
+            for position in range(len(sizes) - 1, -1, -1):
+                after[position] = after[position + 1] + sizes[position]
+
+            def size(first: int) -> int:
+                if first >= len(self.turns):
+                    return fixed
+                turn = self.turns[first]
+                opening = self.tokens.user(turn.index, self.first_questions(turn), turn.grid[0] * turn.grid[1])
+                return fixed + len(opening) + len(turn.reply_ids) + after[first + 1]
+
+            if size(drop) > self.max_tokens:
+                target = fixed + (self.max_tokens - fixed) * 3 // 4
+                while drop < len(self.turns) and size(drop) > target:
+                    drop += 1
+        if not drop:
             return False
-        # block < window, so at least one old turn stays and opens the window.
-        drop = max(self.block_turns, len(self.turns) + 1 - self.window_turns)
         self.turns = self.turns[drop:]
         return True
 
@@ -117,6 +172,11 @@ class StreamContext:
         self.turns.append(turn)
         self._asked.extend((turn.index, question) for question in turn.questions)
         self.next_turn = turn.index + 1
+
+    def _fixed(self, questions: list[str], turn: int | None = None) -> int:
+        """Tokens of a context holding only one turn with ``questions``, a largest frame and a full reply."""
+        user = self.tokens.user(self.next_turn if turn is None else turn, questions, self.max_frame_tokens)
+        return len(self.system_ids) + len(user) + self.reserve
 
     def first_questions(self, turn: Turn) -> list[str]:
         """The questions ``turn`` shows when it opens the window: its own after those asked before it."""

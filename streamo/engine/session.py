@@ -14,7 +14,7 @@ exactly as training writes them (the answer text re-tokenized, ``<|im_end|>\\n``
 it) and enter the cache with the next frame's prefill, so a silent second costs one
 forward pass.
 
-Bounded memory (``window``): the system prompt is a permanent prefix; when the window
+Bounded memory (``window``, and ``max_context_tokens``: see ``context``): the system prompt is a permanent prefix; when the window
 holds ``window`` seconds of turns, the oldest ``eviction_block`` seconds are dropped
 and the retained turns are re-encoded after the prefix in the same forward pass as the
 new frame, laid out as a training window (the first retained turn repeats the questions
@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 
 from ..protocol import DEFAULT_SYSTEM_PROMPT, State, state_token_ids
-from ..video.sampling import MAX_PIXELS, MIN_PIXELS, smart_resize
+from ..video.sampling import MAX_PIXELS, MIN_PIXELS, PATCH_FACTOR, smart_resize
 from .cache import stream_cache
 from .context import StreamContext, Turn
 from .decoding import AnswerDecoder, DecisionRule
@@ -89,6 +89,7 @@ class StreamingSession:
         max_new_tokens: int = 128,
         max_pixels: int = MAX_PIXELS,
         min_pixels: int = MIN_PIXELS,
+        max_context_tokens: int | None = None,
     ) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
@@ -100,7 +101,8 @@ class StreamingSession:
         self.decision = decision or DecisionRule()
         self.max_pixels, self.min_pixels = max_pixels, min_pixels
         self.tokens = PromptTokens(self.tokenizer, fps)
-        self.context = StreamContext(self.tokens, system_prompt, window, eviction_block)
+        self.context = StreamContext(self.tokens, system_prompt, window, eviction_block, max_context_tokens,
+                                     max_new_tokens, max_pixels // PATCH_FACTOR ** 2)
         self.state_ids = state_token_ids(self.tokenizer)
         self.decoder = AnswerDecoder(self.tokenizer, model.lm_head.weight.shape[0], max_new_tokens)
         self.merge_size = model.config.vision_config.spatial_merge_size
@@ -132,8 +134,8 @@ class StreamingSession:
         turn = self.context.turn_at(t)
         with torch.inference_mode(), attention_kernels(self.device):
             embeds, grid = self._encode_frame(image)
-            current = self.context.open_turn(turn, grid, embeds if self.context.window_turns is not None else None)
-            if self.context.evict():
+            current = self.context.open_turn(turn, grid, embeds if self.context.evicts else None)
+            if self.context.evict(current):
                 cached = self._prefix_length
                 hidden = self._refill(current)
             else:

@@ -205,6 +205,7 @@ class VllmSession:
         max_new_tokens: int = 128,
         max_pixels: int | None = None,
         min_pixels: int | None = None,
+        max_context_tokens: int | None = None,
     ) -> None:
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
@@ -218,7 +219,10 @@ class VllmSession:
         if (self.max_pixels, self.min_pixels) != (engine.max_pixels, engine.min_pixels):
             raise ValueError("a vLLM session's pixel budget is its engine's (vLLM sized its engine for that budget)")
         self.tokens = PromptTokens(self.tokenizer, fps)
-        self.context = StreamContext(self.tokens, system_prompt, window, eviction_block)
+        # The engine's max_model_len bounds every request (the prompt and the token decided after it).
+        budget = min(max_context_tokens or engine.max_model_len, engine.max_model_len - 1)
+        self.context = StreamContext(self.tokens, system_prompt, window, eviction_block, budget, max_new_tokens,
+                                     self.max_pixels // PATCH_FACTOR ** 2)
         self.state_ids = state_token_ids(self.tokenizer)
         self._state_list = [self.state_ids[state] for state in State]
         self.decoder = AnswerDecoder(self.tokenizer, engine.vocab_rows, max_new_tokens)
@@ -237,7 +241,7 @@ class VllmSession:
         image = fit_to_budget(image, self.min_pixels, self.max_pixels)
         grid = (image.height // PATCH_FACTOR, image.width // PATCH_FACTOR)  # one visual token per 28 x 28
         current = self.context.open_turn(turn, grid, _Frame(f"{self._id}-{turn}", image))
-        self.context.evict()
+        self.context.evict(current)
         ids = self.context.prompt_ids(current)
         frames = [kept.frame for kept in self.context.turns] + [current.frame]
         if len(ids) + 1 > self.engine.max_model_len or len(frames) > self.engine.max_frames:

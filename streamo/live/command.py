@@ -31,6 +31,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", help=f"key clients must send (default: ${API_KEY_ENV}; prefer the variable: "
                         "a flag shows in the process list)")
     parser.add_argument("--max-sessions", type=positive_int, default=8, help="live sessions at once (default: 8)")
+    parser.add_argument("--max-connections", type=positive_int, default=64,
+                        help="open connections at once, sessions and HTTP requests together; one more is closed "
+                        "at once (default: 64)")
     parser.add_argument("--fps", type=positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
     add_engine_options(parser, window=120.0)
     parser.add_argument("--max-queue", type=positive_int, default=8,
@@ -41,12 +44,25 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="directories whose videos sessions may ask the server to play")
     parser.add_argument("--allow-urls", action="store_true",
                         help="let sessions ask the server to play http(s)/rtsp URLs")
+    parser.add_argument("--allow-origin", action="append", default=[], type=web_origin, metavar="ORIGIN",
+                        help="a web origin (scheme://host[:port]) whose pages may open sessions, beside the server's "
+                        "own page (repeatable; default: none)")
     parser.add_argument("--ssl-keyfile", type=Path, help="TLS key (browsers give the webcam only to https pages or localhost)")
     parser.add_argument("--ssl-certfile", type=Path, help="TLS certificate")
 
 
+def web_origin(value: str) -> str:
+    """``scheme://host[:port]`` as browsers send it in ``Origin``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") or parts.query:
+        raise argparse.ArgumentTypeError(f"expected an origin such as https://example.org:8443, got {value!r}")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    from .server import AppState, ServeSettings, create_app, is_loopback
+    from .server import AppState, ServeSettings, is_loopback
 
     key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if not is_loopback(args.host) and key is None:
@@ -62,8 +78,6 @@ def run_serve(args: argparse.Namespace) -> int:
         raise StreamInputError("give both --ssl-keyfile and --ssl-certfile, or neither")
     listener = listen(args.host, args.port)  # before the model loads: a taken port fails in a second
 
-    import uvicorn
-
     from ..engine.loading import ModelLoadError
     from ..model_eval import StreamModel, engine_settings
     from ..video import MIN_PIXELS
@@ -73,20 +87,20 @@ def run_serve(args: argparse.Namespace) -> int:
     except ModelLoadError as exc:
         listener.close()
         raise StreamInputError(str(exc)) from None
+    from .listener import build_server
+
     settings = ServeSettings(api_key=key, max_sessions=args.max_sessions, max_queue=args.max_queue,
-                             idle_timeout=args.idle_timeout, sources=roots, allow_urls=args.allow_urls)
+                             idle_timeout=args.idle_timeout, sources=roots, allow_urls=args.allow_urls,
+                             max_connections=args.max_connections, allow_origins=args.allow_origin)
     state = AppState(settings, served_name(args.model), model.session, args.fps, args.window,
-                     args.response_threshold, model.max_pixels, MIN_PIXELS, args.backend)
+                     args.response_threshold, model.max_pixels, MIN_PIXELS, args.backend, model.max_context_tokens)
     scheme = "https" if args.ssl_certfile else "http"
     print(f"streamo serve: {args.model} on {args.backend} at {scheme}://{args.host}:{args.port}/ (page), sessions on "
           f"/v1/stream; API key {'required' if key else 'not required (loopback)'}", file=sys.stderr, flush=True)
     # Session start and end lines (``streamo.live``) beside uvicorn's own; the key is never logged.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     try:
-        # No per-message deflate: frames are JPEG/PNG already, compressing them again only costs time.
-        config = uvicorn.Config(create_app(state), ws_max_size=settings.transport_max_bytes, ws_per_message_deflate=False,
-                                ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile, log_level="info")
-        uvicorn.Server(config).run(sockets=[listener])
+        build_server(state, ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile).run(sockets=[listener])
     finally:
         listener.close()
         model.close()

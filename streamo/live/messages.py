@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
+import orjson
+
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from ..protocol import State
@@ -23,7 +25,13 @@ PROTOCOL = "streamo.v1"
 KEY_SUBPROTOCOL_PREFIX = "key."
 """``key.<base64url of the API key>``: the key offered as a subprotocol (browsers cannot set headers)."""
 
-Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+MAX_SECONDS = 1_000_000.0
+"""Latest moment a message may name (about 11.6 days): a turn number stays a short number."""
+MAX_BIAS = 1000.0
+"""Largest bias, either sign: far past what saturates the decision, far below what overflows
+float32 (the decision rule adds it in float32 whatever the model's dtype)."""
+
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
 
 
 class _Message(BaseModel):
@@ -62,7 +70,7 @@ class Config(_Message):
     type: Literal["config"]
     response_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
     """Answer only when P(Response) is at least this; null: the most likely state."""
-    bias: dict[State, Annotated[float, Field(allow_inf_nan=False)]] | None = None
+    bias: dict[State, Annotated[float, Field(ge=-MAX_BIAS, le=MAX_BIAS, allow_inf_nan=False)]] | None = None
     """Added to each state's logit before deciding (e.g. ``{"response": -1}`` answers less)."""
 
 
@@ -102,15 +110,21 @@ class Limits(_Message):
     """Largest JSON text message."""
     max_frame_bytes: int
     """Largest frame picture in bytes."""
-    max_frame_pixels: int
-    """Largest frame picture in pixels (width x height), checked before decoding."""
+    max_frame_side: int
+    """Largest frame picture side in pixels (width and height each), checked before decoding."""
     max_queue: int
     """Frames that may wait for the model; beyond, the oldest waiting frames are dropped."""
+    max_frame_rate: float
+    """Frames a second, in multiples of ``fps``, that may arrive while ``max_queue`` frames wait;
+    beyond, a frame is dropped unread."""
     max_question_chars: int
     max_waiting_questions: int
     idle_timeout_s: float
     max_pixels: int
     """The model's pixel budget per frame: larger frames are resized to it."""
+    max_context_tokens: int | None = None
+    """Tokens a session's context may hold (system prompt, retained turns, the new turn and its
+    answer); older turns are evicted to stay within it."""
 
 
 class Ready(_Message):
@@ -130,21 +144,25 @@ class Ready(_Message):
     """Whether ``source`` with ``url`` is allowed."""
 
 
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
 class Event(_Message):
     """The decision for one frame."""
 
     type: Literal["event"] = "event"
-    t: float
+    t: Finite
     """Start of the frame's turn in seconds."""
     turn: int
     state: State
     text: str
     """The answer for a response, empty otherwise."""
-    latency_ms: float
+    latency_ms: Finite
     """Model time for this frame (reading it, deciding and answering)."""
-    wait_ms: float
+    wait_ms: Finite
     """Time the frame waited for the model after it was received."""
-    probabilities: dict[State, float]
+    probabilities: dict[State, Probability]
     questions: list[str]
     """Questions shown with this frame."""
     waiting: int
@@ -174,14 +192,15 @@ class SourceEnded(_Message):
 
 
 class LatencySummary(_Message):
-    mean: float
-    p95: float
-    max: float
+    mean: Finite
+    p95: Finite
+    max: Finite
 
 
 class Closed(_Message):
     type: Literal["closed"] = "closed"
     reason: Literal["client", "idle_timeout", "shutdown"]
+    """``shutdown``: the server is stopping; frames not decided within its grace period are not."""
     frames: int
     """Frames decided."""
     responses: int
@@ -201,7 +220,7 @@ ERROR_CODES: dict[str, str] = {
     "bad_message": "a known message with missing or invalid fields",
     "message_too_large": "a text message over max_message_bytes",
     "frame_too_large": "a frame over max_frame_bytes",
-    "frame_too_many_pixels": "a frame over max_frame_pixels (checked before decoding)",
+    "frame_too_many_pixels": "a frame wider or higher than max_frame_side (checked before decoding)",
     "not_an_image": "a binary message that is not a JPEG, PNG or WebP picture",
     "bad_frame": "a picture the model cannot take (an aspect ratio over 200)",
     "frame_out_of_order": "a frame whose time is not after the previous frame's turn",
@@ -211,17 +230,40 @@ ERROR_CODES: dict[str, str] = {
     "source_refused": "a source outside the allowed directories, missing, or a URL when URLs are not allowed",
     "source_busy": "a source is already playing, or frames are being pushed",
     "source_failed": "the source could not be decoded",
+    "context_full": "a question (with those waiting for the same frame) or a frame that cannot fit the context's token budget",
     "internal": "the model failed on a frame or question; the session goes on",
 }
 
 
 
+MAX_ERROR_CHARS = 300
+"""Longest ``error`` message."""
+EXCERPT_CHARS = 40
+"""Longest piece of a client's input an ``error`` message quotes."""
+
+
+def escaped(text: str) -> str:
+    """``text`` on one line: control, format and separator characters written as ``\\uXXXX``."""
+    return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)
+
+
+def excerpt(value: object) -> str:
+    """A client's input as an error message may quote it: short, escaped, in double quotes."""
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    cut = len(text) > EXCERPT_CHARS
+    return '"' + escaped(text[:EXCERPT_CHARS]) + ('…"' if cut else '"')
+
+
 class ProtocolError(Exception):
-    """Something a client sent that is refused; becomes an ``error`` message with ``code``."""
+    """Something a client sent that is refused; becomes an ``error`` message with ``code``.
+    The message is made one line and cut to ``MAX_ERROR_CHARS``, whatever was put in it."""
 
     def __init__(self, code: str, message: str) -> None:
         if code not in ERROR_CODES:
             raise ValueError(f"unknown error code {code!r}")
+        message = escaped(message)
+        if len(message) > MAX_ERROR_CHARS:
+            message = message[:MAX_ERROR_CHARS - 1] + "…"
         super().__init__(message)
         self.code = code
         self.message = message

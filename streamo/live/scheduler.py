@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..engine.context import ContextBudgetError
 from ..engine.decoding import DecisionRule
 
 log = logging.getLogger("streamo.live")
@@ -46,9 +47,13 @@ class Decided:
 class Failed:
     """The model raised on one item of a session's work; the session goes on."""
 
+    code: str
+    """``context_full`` when the item cannot fit the context's token budget, else ``internal``."""
     message: str
     frame: bool
-    """Whether the item was a frame (it gets no decision)."""
+    """Whether the item was a frame (it gets no decision and counts as dropped)."""
+    questions: int
+    """Questions the item took out of waiting (or never let in) that no event will show."""
 
 
 @dataclass
@@ -143,6 +148,15 @@ class Scheduler:
             self._cond.notify()
         return dropped
 
+    def drop_unread(self, session_id: str) -> None:
+        """Count a frame the server dropped before reading it; the next decided frame reports it."""
+        with self._cond:
+            self._sessions[session_id].dropped_since_event += 1
+
+    def frames_waiting(self, session_id: str) -> int:
+        with self._cond:
+            return self._sessions[session_id].frames_waiting
+
     def submit_ask(self, session_id: str, text: str, t: float | None) -> None:
         self._submit(session_id, _Ask(text, t))
 
@@ -198,17 +212,24 @@ class Scheduler:
                     return
                 session, item = picked
                 engine, decision = session.engine, session.decision
-            result = None
+            result, waiting = None, int(isinstance(item, _Ask))
             try:
                 if engine is None:
                     engine = self._open_engine()
                     with self._cond:
                         if not session.removed:
                             session.engine = engine
+                waiting += len(engine.waiting_questions)
                 result = self._execute(session, engine, decision, item)
+            except ContextBudgetError as exc:
+                result = Failed("context_full", str(exc), isinstance(item, _Frame), _lost(engine, waiting))
             except Exception as exc:  # the model thread must outlive any one frame
                 log.exception("session %s: the model failed", session.id)
-                result = Failed(f"{type(exc).__name__}: {exc}", isinstance(item, _Frame))
+                result = Failed("internal", f"{type(exc).__name__}: {exc}", isinstance(item, _Frame),
+                                _lost(engine, waiting))
+            if isinstance(result, Failed) and result.frame:
+                with self._cond:  # undecided, so counted with the dropped: every frame is decided or dropped
+                    session.dropped_since_event += 1
             del engine
             if result is not None and not session.removed:
                 session.deliver(result)
@@ -231,3 +252,13 @@ class Scheduler:
             waiting = session.frames_waiting
         return Decided(event, (started - item.received) * 1000, waiting, dropped)
 
+
+
+def _lost(engine: Any, expected: int) -> int:
+    """Questions a failed item should have left waiting (or shown) but did not."""
+    if engine is None:
+        return expected
+    try:
+        return max(0, expected - len(engine.waiting_questions))
+    except Exception:  # an engine too broken to say: its questions are gone
+        return expected

@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
@@ -52,6 +53,7 @@ from .messages import (
     Ready,
     Source,
     SourceEnded,
+    excerpt,
 )
 from .scheduler import Decided, Failed, Scheduler
 from .sources import list_sources, resolve_source
@@ -62,6 +64,13 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_SERVER_FULL = 1013
 """WebSocket's "try again later"."""
 CLOSE_IDLE = 4408
+CLOSE_BACKLOG = 4429
+"""The client let more than the outbox's bound of messages pile up unread."""
+CLOSE_SHUTDOWN = 1001
+"""WebSocket's "going away", after ``closed`` with reason ``shutdown``."""
+CLOSE_FORBIDDEN_ORIGIN = 4403
+"""Sent before the handshake completes, so the client sees HTTP 403."""
+CLOSE_CODES = {"client": 1000, "idle_timeout": CLOSE_IDLE, "shutdown": CLOSE_SHUTDOWN}
 STATIC = Path(__file__).resolve().parent / "static"
 PAGE_POLICY = ("default-src 'self'; connect-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
                "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
@@ -79,10 +88,25 @@ class ServeSettings:
     max_queue: int = 8
     max_message_bytes: int = 64 * 1024
     max_frame_bytes: int = 4 * 1024 * 1024
-    max_frame_pixels: int = 4096 * 4096
+    max_frame_side: int = 4096
+    max_frame_rate: float = 4.0
+    """Frames a second, in multiples of fps, that may displace a waiting frame; beyond, dropped unread."""
+    max_message_rate: float = 500.0
+    """Messages a second a session's socket is read at, at most; beyond, the client waits (TCP backpressure)."""
     max_question_chars: int = 2000
     max_waiting_questions: int = 16
     idle_timeout: float = 60.0
+    max_outbox_messages: int = 1000
+    max_outbox_bytes: int = 1024 * 1024
+    """Messages (and their bytes) a session may have waiting for its client to read; beyond, closed."""
+    max_connections: int = 64
+    """Open TCP connections, sessions and plain HTTP together; one more is closed at once."""
+    handshake_timeout: float = 10.0
+    """Seconds a new connection has to send its request (an HTTP request or the WebSocket upgrade)."""
+    shutdown_grace: float = 10.0
+    """Seconds sessions have to decide the frames they hold when the server stops."""
+    allow_origins: list[str] = field(default_factory=list)
+    """Web origins (``https://host:port``) whose pages may open sessions, beside the server's own page."""
     sources: list[Path] = field(default_factory=list)
     allow_urls: bool = False
 
@@ -141,15 +165,47 @@ class Metrics:
             buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
         self.errors = Counter("streamo_errors", "Errors sent to clients", ["code"], registry=self.registry)
+        self.unread = Counter("streamo_frames_unread",
+                              "Of the dropped frames, those dropped before decoding (over the frame rate limit)",
+                              registry=self.registry)
+        self.closed = Counter("streamo_sessions_closed", "Sessions closed, by reason", ["reason"], registry=self.registry)
+        self.refused = Counter("streamo_connections_refused",
+                               "Connections closed before any session: over --max-connections, no request within the "
+                               "handshake timeout, or an Origin not allowed", ["reason"], registry=self.registry)
         self.context_tokens = Counter("streamo_context_tokens", "Tokens attended to by decisions", registry=self.registry)
         self.cached_tokens = Counter("streamo_cached_tokens",
                                      "Of those, tokens read from the (KV or prefix) cache; the ratio is the cache hit rate",
                                      registry=self.registry)
 
 
+class _Bucket:
+    """A token bucket: ``rate`` a second, at most ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst, self.tokens, self.at = rate, burst, burst, now
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+
+    def take(self, now: float) -> bool:
+        self._refill(now)
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+    def wait(self, now: float) -> float:
+        """Seconds until a token is there."""
+        self._refill(now)
+        return max(0.0, (1.0 - self.tokens) / self.rate)
+
+
 @dataclass
 class _Drained:
-    """Marker: every frame received before ``close`` has been decided."""
+    """Marker: every frame received before ``close`` (or the server's shutdown) has been decided."""
+
+    reason: str = "client"
 
 
 class LiveConnection:
@@ -161,7 +217,11 @@ class LiveConnection:
         self.ws = websocket
         self.id = uuid.uuid4().hex
         self.loop = asyncio.get_running_loop()
-        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.outbox: deque[tuple[str, int | None] | None] = deque()
+        """Serialized messages for the client, with the close code the last one ends with."""
+        self.outbox_bytes = 0
+        self.outbox_ready = asyncio.Event()
+        self.backlogged = False
         self.progress = asyncio.Event()
         self.pending = 0
         """Frames submitted and neither decided nor dropped."""
@@ -176,9 +236,19 @@ class LiveConnection:
         self.frames = 0
         self.responses = 0
         self.dropped = 0
+        frame_rate = self.settings.max_frame_rate * app_state.fps
+        self.frame_bucket = _Bucket(frame_rate, max(1.0, frame_rate), self.loop.time())
+        self.message_bucket = _Bucket(self.settings.max_message_rate, self.settings.max_message_rate, self.loop.time())
+        self.parked: tuple[bytes, float, int] | None = None
+        """The newest frame over the rate limit, undecoded: decided when the queue has room, unless a newer one comes."""
+        self.unparking: asyncio.Task | None = None
+        self.decoding = asyncio.Lock()
+        """Frames reach the scheduler in time order whether they come from the socket or the parking place."""
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.finished = asyncio.Event()
         self.end_reason: str | None = None
+        self.ended = asyncio.Event()
+        """``run`` has returned: the socket is closed or given up."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -193,28 +263,35 @@ class LiveConnection:
             self._emit(self.state.ready(self.id))
             await self._receive_loop()
         finally:
-            if self.source_task is not None:
-                self.source_task.cancel()
+            for task in (self.source_task, self.unparking):
+                if task is not None:
+                    task.cancel()
             scheduler.remove(self.id)
             metrics.sessions.dec()
             log.info("session %s: end (%s): %d seconds decided, %d answers, %d dropped", self.id,
                      self.end_reason or "disconnected", self.frames, self.responses, self.dropped)
-            self.outbox.put_nowait(None)
+            if not self.finished.is_set():
+                metrics.closed.labels("disconnect").inc()
+            self._push(None)
             try:
-                await asyncio.wait_for(sender, timeout=5)
+                await asyncio.wait_for(sender, timeout=0 if self.backlogged else 5)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 sender.cancel()
             if self.ws.client_state is WebSocketState.CONNECTED:
                 try:
-                    await self.ws.close()
-                except RuntimeError:
+                    await asyncio.wait_for(self.ws.close(CLOSE_BACKLOG if self.backlogged else 1000), timeout=1)
+                except (RuntimeError, OSError, asyncio.TimeoutError):
                     pass
+            self.ended.set()
 
     async def _receive_loop(self) -> None:
         receive: asyncio.Future | None = None
         try:
             while not self.finished.is_set():
                 if receive is None:
+                    # Over the message rate the socket is read no faster: TCP pushes back on the client.
+                    while not self.message_bucket.take(self.loop.time()):
+                        await asyncio.sleep(self.message_bucket.wait(self.loop.time()))
                     receive = asyncio.ensure_future(self.ws.receive())
                 finished = asyncio.ensure_future(self.finished.wait())
                 done, _ = await asyncio.wait({receive, finished}, timeout=self.settings.idle_timeout,
@@ -224,13 +301,7 @@ class LiveConnection:
                     message, receive = receive.result(), None
                     if message["type"] == "websocket.disconnect":
                         return
-                    try:
-                        if message.get("bytes") is not None:
-                            await self._on_frame(message["bytes"])
-                        else:
-                            await self._on_text(message.get("text") or "")
-                    except ProtocolError as exc:
-                        self._error(exc)
+                    await self._on_message(message)
                 elif not self.finished.is_set() and not self._busy():
                     self._error(ProtocolError("idle_timeout", f"no message for {self.settings.idle_timeout:g} s"), closes=True)
                     self.finish("idle_timeout")
@@ -240,12 +311,27 @@ class LiveConnection:
             if receive is not None:
                 receive.cancel()
 
+    async def _on_message(self, message: dict[str, Any]) -> None:
+        """One client message; whatever goes wrong becomes an ``error`` and the session goes on."""
+        try:
+            if message.get("bytes") is not None:
+                await self._on_frame(message["bytes"])
+            else:
+                await self._on_text(message.get("text") or "")
+        except ProtocolError as exc:
+            self._error(exc)
+        except Exception:  # a server fault must not end the session silently or show the client internals
+            log.exception("session %s: a message could not be handled", self.id)
+            self._error(ProtocolError("internal", "the server failed on this message; the session goes on"))
+
     def _busy(self) -> bool:
         """Frames still to decide or a source playing: the session is not idle."""
         return bool(self.pending) or (self.source_task is not None and not self.source_task.done())
 
     def finish(self, reason: str) -> None:
         """Send ``closed`` with the session's summary; the sender closes the socket after it."""
+        if self.finished.is_set():
+            return
         latency = None
         if self.latencies:
             from ..engine.command import latency_stats
@@ -254,8 +340,19 @@ class LiveConnection:
             latency = LatencySummary(mean=round(mean, 3), p95=round(p95, 3), max=round(peak, 3))
         self.end_reason = reason
         self._emit(Closed(reason=reason, frames=self.frames, responses=self.responses, dropped=self.dropped,
-                          latency_ms=latency))
+                          latency_ms=latency), close_code=CLOSE_CODES[reason])
+        self.state.metrics.closed.labels(reason).inc()
         self.finished.set()
+
+    def shut_down(self) -> None:
+        """The server stops: take nothing more, decide what is queued, then ``closed`` (reason ``shutdown``)."""
+        if self.finished.is_set():
+            return
+        self.closing = True
+        if self.source_task is not None:
+            self.source_task.cancel()
+        self._drop_parked()
+        self.state.scheduler.submit_marker(self.id, _Drained("shutdown"))
 
     # ------------------------------------------------------------ client messages
 
@@ -269,13 +366,14 @@ class LiveConnection:
         if not isinstance(data, dict):
             raise ProtocolError("bad_json", "a message must be a JSON object")
         if data.get("type") not in CLIENT_TYPES:
-            raise ProtocolError("unknown_type", f"unknown message type {data.get('type')!r}; expected one of {', '.join(CLIENT_TYPES)}")
+            raise ProtocolError("unknown_type", f"unknown message type {excerpt(data.get('type'))}; "
+                                f"expected one of {', '.join(CLIENT_TYPES)}")
         try:
             message = CLIENT_MESSAGE.validate_python(data)
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"][1:]) or data["type"]
-            raise ProtocolError("bad_message", f"{data['type']}: {where}: {first['msg']}") from None
+            where = ".".join(excerpt(part) if isinstance(part, str) else str(part) for part in first["loc"][1:])
+            raise ProtocolError("bad_message", f"{data['type']}: {where or 'message'}: {first['msg']}") from None
         if self.closing:
             raise ProtocolError("session_closing", f"{message.type} after close")
         if isinstance(message, Ask):
@@ -285,9 +383,10 @@ class LiveConnection:
         elif isinstance(message, Config):
             self._on_config(message)
         elif isinstance(message, Source):
-            self._on_source(message)
+            await self._on_source(message)
         elif isinstance(message, Close):
             self.closing = True
+            await self._unpark(closing=True)
             self.state.scheduler.submit_marker(self.id, _Drained())
 
     def _on_ask(self, message: Ask) -> None:
@@ -306,11 +405,12 @@ class LiveConnection:
         self.decision = DecisionRule(bias=bias, response_threshold=threshold)
         self.state.scheduler.configure(self.id, self.decision)
 
-    def _on_source(self, message: Source) -> None:
+    async def _on_source(self, message: Source) -> None:
         if self.pushed or self.source_task is not None:
             raise ProtocolError("source_busy", "this session already has frames; open a new session for a source")
-        target = resolve_source(message, self.settings.sources, self.settings.allow_urls)
-        self.source_task = asyncio.create_task(self._play(target, message.realtime))
+        # No other message of this session is read while the filesystem answers.
+        target = await asyncio.to_thread(resolve_source, message, self.settings.sources, self.settings.allow_urls)
+        self.source_task = asyncio.create_task(self._play(target, message.path or message.url or "", message.realtime))
 
     async def _on_frame(self, data: bytes) -> None:
         t, self.header_t, header_seen, self.header_seen = self.header_t, None, self.header_seen, False
@@ -324,11 +424,47 @@ class LiveConnection:
         turn = frame_turn(t, fps)
         if turn <= self.last_turn:
             raise ProtocolError("frame_out_of_order", f"frame at t={t:g} s is turn {turn}, but turn {self.last_turn} was already received")
+        self._drop_parked()
+        async with self.decoding:  # an unparked frame being decoded counts as waiting
+            if not self._room():
+                # Over the rate limit it would only push a waiting frame out: it waits undecoded for room,
+                # and a newer frame drops it before any work is spent on it.
+                self.parked, self.last_turn = (data, t, turn), turn
+                return
+            await self._decode_and_submit(data, t, turn)
+
+    async def _decode_and_submit(self, data: bytes, t: float, turn: int) -> None:
         settings = self.settings
-        image = await asyncio.to_thread(decode_frame, data, settings.max_frame_bytes, settings.max_frame_pixels,
+        image = await asyncio.to_thread(decode_frame, data, settings.max_frame_bytes, settings.max_frame_side,
                                         self.state.min_pixels, self.state.max_pixels)
         self.pushed = True
         self._submit(image, t, turn)
+
+    async def _unpark(self, closing: bool = False) -> None:
+        """Decide the parked frame if it no longer pushes a waiting frame out (or the session closes)."""
+        async with self.decoding:
+            if self.parked is None or self.finished.is_set() or not (closing or self._room()):
+                return
+            parked, self.parked = self.parked, None
+            try:
+                await self._decode_and_submit(*parked)
+            except ProtocolError as exc:
+                self._error(exc)
+
+    def _drop_parked(self) -> None:
+        if self.parked is None:
+            return
+        self.parked = None
+        self.dropped += 1
+        self.state.scheduler.drop_unread(self.id)
+        self.state.metrics.dropped.inc()
+        self.state.metrics.unread.inc()
+
+    def _room(self) -> bool:
+        """A frame may be decoded: the queue has room, or the rate limit lets it push the oldest out."""
+        return (self.state.scheduler.frames_waiting(self.id) < self.state.scheduler.max_queue
+                or self.frame_bucket.take(self.loop.time()))
+
 
     def _submit(self, image: Any, t: float, turn: int) -> None:
         dropped = self.state.scheduler.submit_frame(self.id, image, t)
@@ -338,7 +474,7 @@ class LiveConnection:
         if dropped:
             self.state.metrics.dropped.inc(dropped)
 
-    async def _play(self, target: str, realtime: bool) -> None:
+    async def _play(self, target: str, asked: str, realtime: bool) -> None:
         from ..engine.command import StreamInputError, open_input
         from ..video import MIN_PIXELS
 
@@ -359,12 +495,15 @@ class LiveConnection:
                         await self.progress.wait()
                 self._submit(image, turn / self.state.fps, turn)
                 count += 1
-        except StreamInputError as exc:
-            self._error(ProtocolError("source_failed", str(exc)))
-            reason = "failed"
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:  # a decoder fault must end the source, not leave the session waiting
-            log.exception("session %s: source %s failed", self.id, target)
-            self._error(ProtocolError("source_failed", f"{type(exc).__name__}: {exc}"))
+            if isinstance(exc, StreamInputError):
+                log.warning("session %s: source %s: %s", self.id, target, exc)
+            else:
+                log.exception("session %s: source %s failed", self.id, target)
+            # What the server found is its own (paths, decoder internals): the client is told which source failed.
+            self._error(ProtocolError("source_failed", f"source {excerpt(asked)} could not be decoded"))
             reason = "failed"
         self.state.scheduler.submit_marker(self.id, SourceEnded(frames=count, reason=reason))
 
@@ -394,35 +533,68 @@ class LiveConnection:
                 questions=event.questions, waiting=result.waiting, dropped=result.dropped,
                 context_tokens=event.context_tokens, cached_tokens=event.cached_tokens,
             ))
+            if self.parked is not None and not self.closing and (self.unparking is None or self.unparking.done()):
+                self.unparking = asyncio.create_task(self._unpark())
         elif isinstance(result, Failed):
             self.pending -= result.frame
-            self._error(ProtocolError("internal", f"the model failed: {result.message}"))
+            self.dropped += result.frame
+            metrics.dropped.inc(result.frame)
+            self.questions_waiting -= result.questions
+            what = "frame" if result.frame else "question"
+            if result.code == "context_full":
+                self._error(ProtocolError("context_full", f"this {what} does not fit the context: {result.message}"))
+            else:  # the exception is logged; the client learns only that its item failed
+                self._error(ProtocolError("internal", f"the model failed on this {what}; the session goes on"))
         elif isinstance(result, SourceEnded):
             self._emit(result)
         elif isinstance(result, _Drained):
-            self.finish("client")
+            self.finish(result.reason)
         self.progress.set()
 
     def _error(self, exc: ProtocolError, closes: bool = False) -> None:
         self.state.metrics.errors.labels(exc.code).inc()
         self._emit(Error(code=exc.code, message=exc.message, closes=closes))
 
-    def _emit(self, message: Any) -> None:
-        self.outbox.put_nowait(message)
+    def _emit(self, message: Any, close_code: int | None = None) -> None:
+        """Queue a message for the client; a client that lets the outbox's bound fill is closed (``CLOSE_BACKLOG``)."""
+        if self.backlogged or self.finished.is_set():
+            return
+        text = message.model_dump_json()
+        if len(self.outbox) >= self.settings.max_outbox_messages or \
+                self.outbox_bytes + len(text) > self.settings.max_outbox_bytes:
+            log.warning("session %s: closed: the client leaves its messages unread (%d waiting, %d bytes)",
+                        self.id, len(self.outbox), self.outbox_bytes)
+            self.backlogged = True
+            self.outbox.clear()
+            self.outbox_bytes = 0
+            self.state.metrics.closed.labels("backlog").inc()
+            self.finished.set()
+            self._push(None)
+            return
+        self.outbox_bytes += len(text)
+        self._push((text, close_code))
+
+    def _push(self, item: tuple[str, int | None] | None) -> None:
+        self.outbox.append(item)
+        self.outbox_ready.set()
 
     async def _send_loop(self) -> None:
         while True:
-            message = await self.outbox.get()
-            if message is None:
+            while not self.outbox:
+                self.outbox_ready.clear()
+                await self.outbox_ready.wait()
+            item = self.outbox.popleft()
+            if item is None:
                 return
+            text, close_code = item
+            self.outbox_bytes -= len(text)
             try:
-                await self.ws.send_text(message.model_dump_json())
+                await self.ws.send_text(text)
             except (WebSocketDisconnect, RuntimeError, OSError):
                 return
-            if isinstance(message, Closed):
-                code = CLOSE_IDLE if message.reason == "idle_timeout" else 1000
+            if close_code is not None:
                 try:
-                    await self.ws.close(code)
+                    await self.ws.close(close_code)
                 except RuntimeError:
                     pass
                 return
@@ -433,7 +605,7 @@ class AppState:
 
     def __init__(self, settings: ServeSettings, model_name: str, open_engine: Callable[[], Any], fps: float,
                  window: float | None, response_threshold: float | None, max_pixels: int, min_pixels: int,
-                 backend: str = "transformers") -> None:
+                 backend: str = "transformers", max_context_tokens: int | None = None) -> None:
         self.settings = settings
         self.model_name = model_name
         self.open_engine = open_engine
@@ -446,7 +618,9 @@ class AppState:
         self.response_threshold = response_threshold
         self.max_pixels = max_pixels
         self.min_pixels = min_pixels
+        self.max_context_tokens = max_context_tokens
         self.metrics = Metrics()
+        self.draining = False
         self.scheduler: Scheduler | None = None
         self.connections: dict[str, LiveConnection] = {}
 
@@ -457,11 +631,43 @@ class AppState:
             response_threshold=self.response_threshold,
             limits=Limits(
                 max_message_bytes=s.max_message_bytes, max_frame_bytes=s.max_frame_bytes,
-                max_frame_pixels=s.max_frame_pixels, max_queue=s.max_queue, max_question_chars=s.max_question_chars,
-                max_waiting_questions=s.max_waiting_questions, idle_timeout_s=s.idle_timeout, max_pixels=self.max_pixels,
+                max_frame_side=s.max_frame_side, max_queue=s.max_queue, max_frame_rate=s.max_frame_rate,
+                max_question_chars=s.max_question_chars, max_waiting_questions=s.max_waiting_questions,
+                idle_timeout_s=s.idle_timeout, max_pixels=self.max_pixels, max_context_tokens=self.max_context_tokens,
             ),
             sources=bool(s.sources), urls=s.allow_urls,
         )
+
+    async def drain(self) -> None:
+        """Stop every session for a shutdown: each decides what it holds within the grace period,
+        then gets ``closed`` (reason ``shutdown``, with its counts) before its socket closes."""
+        self.draining = True
+        connections = list(self.connections.values())
+        for connection in connections:
+            connection.shut_down()
+        waits = [asyncio.ensure_future(connection.ended.wait()) for connection in connections]
+        if waits:
+            await asyncio.wait(waits, timeout=self.settings.shutdown_grace)
+        late = [connection for connection in connections if not connection.ended.is_set()]
+        for connection in late:
+            connection.finish("shutdown")
+        if late:
+            await asyncio.wait([asyncio.ensure_future(connection.ended.wait()) for connection in late], timeout=2)
+        for wait in waits:
+            wait.cancel()
+
+    def origin_allowed(self, origin: str | None, host: str | None, scheme: str) -> bool:
+        """No Origin (not a browser), an ``--allow-origin`` one, or the server's own page. Without
+        a key the server's own page must also be on a loopback name, so a DNS name rebound to
+        127.0.0.1 by someone else's page is not taken for it."""
+        if origin is None or origin.rstrip("/") in self.settings.allow_origins:
+            return True
+        if not host:
+            return False
+        own = f"{'https' if scheme in ('https', 'wss') else 'http'}://{host}".lower()
+        if origin.lower() != own:
+            return False
+        return self.settings.api_key is not None or is_loopback(urlsplit(own).hostname or "")
 
 
 def create_app(state: AppState) -> FastAPI:
@@ -473,9 +679,7 @@ def create_app(state: AppState) -> FastAPI:
         try:
             yield
         finally:
-            for connection in list(state.connections.values()):
-                if not connection.finished.is_set():
-                    connection.finish("shutdown")
+            await state.drain()
             state.scheduler.stop()
 
     app = FastAPI(title="Streamo live", summary="Live streaming sessions with a Streamo model", lifespan=lifespan)
@@ -517,6 +721,11 @@ def create_app(state: AppState) -> FastAPI:
 
     @app.websocket("/v1/stream")
     async def stream(websocket: WebSocket) -> None:
+        if not state.origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), websocket.url.scheme):
+            # Refused in the handshake (HTTP 403): a page from elsewhere never gets a session.
+            state.metrics.refused.labels("origin").inc()
+            await websocket.close(CLOSE_FORBIDDEN_ORIGIN)
+            return
         offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
         await websocket.accept(subprotocol=PROTOCOL if PROTOCOL in offered else None)
         if key is not None:
@@ -524,7 +733,7 @@ def create_app(state: AppState) -> FastAPI:
             if not _key_matches(key, offered_key):
                 await _refuse(websocket, state, "unauthorized", "missing or wrong API key", CLOSE_UNAUTHORIZED)
                 return
-        if len(state.connections) >= state.settings.max_sessions:
+        if len(state.connections) >= state.settings.max_sessions or state.draining:
             await _refuse(websocket, state, "server_full",
                           f"the server holds its maximum of {state.settings.max_sessions} sessions; try again later",
                           CLOSE_SERVER_FULL)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .messages import ProtocolError, Source
+from .messages import ProtocolError, Source, excerpt
 
 URL_SCHEMES = frozenset({"http", "https", "rtsp", "rtsps", "rtmp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".ts"})
@@ -29,13 +29,13 @@ def resolve_source(request: Source, roots: list[Path], allow_urls: bool) -> str:
     if not roots:
         raise ProtocolError("source_refused", "this server plays no files (it was started without --sources)")
     for root in roots:
-        try:
+        try:  # any filesystem answer (a name too long, a loop, a NUL) is a refusal, never a fault
             candidate = (root / request.path).resolve()
+            if candidate.is_relative_to(root) and candidate.is_file():
+                return str(candidate)
         except (OSError, ValueError):
             continue
-        if candidate.is_relative_to(root) and candidate.is_file():
-            return str(candidate)
-    raise ProtocolError("source_refused", f"{request.path!r} is not a file under the server's source directories")
+    raise ProtocolError("source_refused", f"{excerpt(request.path)} is not a file under the server's source directories")
 
 
 def list_sources(roots: list[Path]) -> list[str]:

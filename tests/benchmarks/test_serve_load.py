@@ -26,4 +26,5 @@ def test_both_backends_in_one_run_lose_nothing_and_report_the_cache():
         assert figures["lost"] == 0 and figures["sustained_sessions"] >= 1
         assert figures["decisions_per_s"] > 0 and 0.3 < figures["prefix_hit_rate"] < 1.0
         assert figures["computed_tokens_per_decision"] < figures["context_tokens_per_decision"]
+        assert figures["quiet_p95_flooded_ms"] > 0 and figures["flood_frames_unread"] > 0
     assert set(report["vllm_over_transformers"]) == {"sustained_sessions", "decisions_per_s"}

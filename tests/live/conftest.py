@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from engine.stream_model import MAX_PIXELS
-from streamo.live.server import AppState, ServeSettings, create_app
+from streamo.live.listener import build_server
+from streamo.live.server import AppState, ServeSettings
 from streamo.model_eval import EngineSettings, StreamModel
 from streamo.video import MIN_PIXELS
 
@@ -38,20 +38,18 @@ def loaded_model(stream_model) -> StreamModel:
 
 @contextmanager
 def running_server(model: StreamModel, settings: ServeSettings | None = None, window: float | None = None,
-                   response_threshold: float | None = None, name: str = "fitted-tiny"):
+                   response_threshold: float | None = None, max_context_tokens: int | None = None,
+                   name: str = "fitted-tiny"):
     settings = settings or ServeSettings()
     engine = model.with_settings(EngineSettings(window=window, response_threshold=response_threshold,
-                                                max_pixels=model.max_pixels))
+                                                max_pixels=model.max_pixels, max_context_tokens=max_context_tokens))
     state = AppState(settings, name, engine.session, 1.0, window, response_threshold, model.max_pixels, MIN_PIXELS,
-                     model.backend)
+                     model.backend, engine.max_context_tokens)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    config = uvicorn.Config(create_app(state), ws_max_size=settings.transport_max_bytes, ws_per_message_deflate=False,
-                            log_level="warning",
-                            lifespan="on")
-    server = uvicorn.Server(config)
+    server = build_server(state, log_level="warning")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

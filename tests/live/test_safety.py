@@ -295,8 +295,11 @@ def test_serve_refuses_a_public_address_without_a_key(tmp_path, capsys):
     assert message.count("\n") == 0 and "without an API key" in message
 
 
-def test_serve_command_starts_and_answers(stream_model, tmp_path):
-    """The real `streamo serve` process: health open, metrics behind the key, a session works, the key never logged."""
+def test_serve_command_starts_answers_never_logs_the_key_and_drains_on_sigterm(stream_model, tmp_path):
+    """The real `streamo serve` process: health open, metrics behind the key, a session works; the
+    key is never logged, even where a client puts it in a URL; on SIGTERM an open session gets
+    ``closed`` (reason ``shutdown``, with its counts) and close code 1001 before the process ends."""
+    import signal
     import socket
 
     with socket.socket() as probe:
@@ -304,6 +307,7 @@ def test_serve_command_starts_and_answers(stream_model, tmp_path):
         port = probe.getsockname()[1]
     env = dict(os.environ, STREAMO_API_KEY=KEY)
     log = tmp_path / "serve.log"
+    encoded = base64.urlsafe_b64encode(KEY.encode()).decode().rstrip("=")
     with open(log, "wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamo.cli", "serve", "--model", str(stream_model.directory), "--port", str(port),
@@ -327,10 +331,50 @@ def test_serve_command_starts_and_answers(stream_model, tmp_path):
 
         assert [event.state for event in asyncio.run(run()).events] == PLAN
         assert urllib.request.urlopen(url + "/docs").status == 200
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    text = log.read_text()
-    assert KEY not in text and base64.urlsafe_b64encode(KEY.encode()).decode().rstrip("=") not in text
-    assert "Traceback" not in text
+        # A careless client puts the key in URLs: plain, as base64 and as a query value of the socket.
+        for query in (f"?key={KEY}", f"?api_key={encoded}", f"?x=1&token={KEY}"):
+            urllib.request.urlopen(urllib.request.Request(url + "/metrics" + query,
+                                                          headers={"Authorization": f"Bearer {KEY}"}))
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(url + "/v1/sources" + query)
 
+        async def query_socket():
+            async with connect(f"ws://127.0.0.1:{port}/v1/stream?key={KEY}",
+                               additional_headers={"Authorization": f"Bearer {KEY}"}) as raw:
+                return await raw.recv()
+
+        assert '"ready"' in asyncio.run(query_socket())
+
+        async def interrupted():
+            client = await LiveClient.connect(url, KEY)
+            for turn in range(3):
+                await client.send_frame(encode_png(frame(turn)), float(turn))
+            events = [await client.receive() for _ in range(3)]
+            for turn in (3, 4):  # still to decide when the signal comes: decided within the grace period
+                await client.send_frame(encode_png(frame(turn)), float(turn))
+            process.send_signal(signal.SIGTERM)
+            messages = []
+            while (message := await client.receive()) is not None:
+                messages.append(message)
+                if message.type == "closed":
+                    break
+            await asyncio.sleep(0.2)
+            return events, messages, client.connection.close_code
+
+        events, messages, close_code = asyncio.run(interrupted())
+        stopped = time.monotonic()
+        process.wait(timeout=40)
+        assert time.monotonic() - stopped < 20  # the grace period (10 s) bounds the drain
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert [event.type for event in events] == ["event"] * 3
+    closed = messages[-1]
+    assert [m.turn for m in messages if m.type == "event"] == [3, 4]
+    assert closed.type == "closed" and closed.reason == "shutdown" and closed.frames == 5 and closed.dropped == 0
+    assert close_code == 1001
+    text = log.read_text()
+    assert KEY not in text and encoded not in text, text
+    assert "?[redacted]" in text  # the query strings were there, and cut
+    assert "Traceback" not in text

@@ -120,7 +120,8 @@ def test_a_full_queue_drops_the_oldest_frames_and_reports_them(loaded_model):
         await client.disconnect()
         return events, closed
 
-    with running_server(loaded_model, ServeSettings(max_queue=1)) as server:
+    # A rate limit high enough that every frame is read: this is the queue's rule, not the rate limit's.
+    with running_server(loaded_model, ServeSettings(max_queue=1, max_frame_rate=1000)) as server:
         events, closed = asyncio.run(flood())
     dropped = sum(event.dropped for event in events)
     assert dropped > 0 and len(events) + dropped == len(pictures)  # nothing lost
@@ -232,23 +233,32 @@ def test_a_flooding_session_does_not_hold_back_a_quiet_one(loaded_model):
 
 
 def test_a_model_fault_on_one_frame_is_an_error_and_the_session_goes_on(loaded_model):
+    """The client learns which item failed, not the server's exception; the questions the failed
+    frame took are given back, so repeated faults cannot refuse every later question."""
     def faulty():
         engine = loaded_model.session()
-        push = engine.push_frame
+        open_turn = engine.context.open_turn
 
-        def push_frame(image, t=None):
-            if t == 1.0:
+        def failing_open_turn(turn, *args, **kwargs):
+            opened = open_turn(turn, *args, **kwargs)  # the turn's questions stop waiting, then the fault
+            if turn == 1:
                 raise RuntimeError("simulated fault")
-            return push(image, t)
+            return opened
 
-        engine.push_frame = push_frame
+        engine.context.open_turn = failing_open_turn
         return engine
 
     async def run(url):
         client = await LiveClient.connect(url)
-        for turn in range(3):
-            await client.send_frame(encode_png(frame(turn)), float(turn))
-        replies = [await client.receive() for _ in range(3)]
+        await client.send_frame(encode_png(frame(0)), 0.0)
+        replies = [await client.receive()]
+        for _ in range(16):  # every question slot, all for the frame that fails
+            await client.ask(QUESTION, 1.0)
+        await client.send_frame(encode_png(frame(1)), 1.0)
+        replies.append(await client.receive())
+        await client.ask(QUESTION, 2.0)  # refused (too_many_questions) unless the failed frame gave the slots back
+        await client.send_frame(encode_png(frame(2)), 2.0)
+        replies.append(await client.receive())
         await client.disconnect()
         return replies
 
@@ -257,4 +267,6 @@ def test_a_model_fault_on_one_frame_is_an_error_and_the_session_goes_on(loaded_m
         replies = asyncio.run(run(server.url))
     assert [r.type for r in replies] == ["event", "error", "event"]
     assert (replies[0].turn, replies[1].code, replies[2].turn) == (0, "internal", 2)
-    assert "simulated fault" in replies[1].message and not replies[1].closes
+    assert "simulated" not in replies[1].message and "RuntimeError" not in replies[1].message and not replies[1].closes
+    assert replies[2].questions == [QUESTION]
+    assert replies[2].dropped == 1  # the failed frame is counted with the dropped: nothing goes missing

@@ -277,10 +277,10 @@ function onVideoFrame(now, metadata) {
 }
 
 function grab(video) {
-  const limit = page.ready.limits.max_frame_pixels;
+  const limit = page.ready.limits.max_frame_side;
   let width = video.videoWidth, height = video.videoHeight;
-  if (width * height > limit) {
-    const scale = Math.sqrt(limit / (width * height));
+  if (Math.max(width, height) > limit) {
+    const scale = limit / Math.max(width, height);
     width = Math.floor(width * scale);
     height = Math.floor(height * scale);
   }
