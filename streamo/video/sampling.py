@@ -44,7 +44,6 @@ _EPS = 1e-6
 _DECODER_BYTES = 256 * 2**20
 # Area averaging: alias-free when shrinking to the pixel budget, and cheaper than bicubic.
 _INTERPOLATION = "AREA"
-_SHRUNK_AS_IS = frozenset({"yuv420p", "yuvj420p"})
 
 
 def smart_resize(
@@ -106,7 +105,7 @@ def _open(source) -> av.container.InputContainer:
 
 class FrameScaler:
     """Turns decoded frames of one video into the pictures the model sees: shown as a player
-    shows them (``Display``), RGB, at the video's pixel budget. The swscale contexts are reused
+    shows them (``Display``), RGB, at the video's pixel budget. One swscale context is reused
     (setting one up per frame costs more than the scaling itself); the scaling also corrects
     non-square pixels, and a rotation is a transpose of the small result."""
 
@@ -117,8 +116,7 @@ class FrameScaler:
         self.max_pixels = max_pixels
         self.min_pixels = min_pixels
         self.size: tuple[int, int] | None = None  # shown (height, width) once the first frame is seen
-        self._shrink = VideoReformatter()
-        self._to_rgb = VideoReformatter()
+        self._reformatter = VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame, display: Display) -> Image.Image:
         if self.size is None:
@@ -128,11 +126,7 @@ class FrameScaler:
             except ValueError as exc:
                 raise VideoError(f"{self.name}: {exc}") from None
         width, height = display.stored_size(self.size[1], self.size[0])
-        if frame.format.name in _SHRUNK_AS_IS:
-            # Shrinking in the decoder's own 4:2:0 format, then converting the small picture,
-            # costs a third of converting while scaling (swscale's RGB output path is slow).
-            frame = self._shrink.reformat(frame, width, height, interpolation=_INTERPOLATION, threads=1)
-        scaled = self._to_rgb.reformat(frame, width, height, "rgb24", interpolation=_INTERPOLATION, threads=1)
+        scaled = self._reformatter.reformat(frame, width, height, "rgb24", interpolation=_INTERPOLATION, threads=1)
         plane = scaled.planes[0]
         return display.orient(Image.frombytes("RGB", (width, height), bytes(plane), "raw", "RGB", plane.line_size))
 
