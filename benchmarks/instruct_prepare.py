@@ -40,6 +40,7 @@ from lib.clips import synthetic_clip
 from lib.paths import REPO
 from lib.report import print_json_line
 from lib.system import TreeMonitor
+from streamo.video.synthetic import frame_times
 
 SOURCES = ("ActivityNet", "LLaVA_Video", "Youcook", "COIN")
 ROOT_NAMES = ("activitynet", "LLaVA-Video", "YouCook2", "coin")  # as a user might spell them
