@@ -12,23 +12,19 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import random
-import resource
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import orjson
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from streamo.batch import process_file  # noqa: E402
-from streamo.convert import ConvertOptions  # noqa: E402
+from lib.report import print_json_line
+from lib.system import TreeMonitor, peak_rss_mb
+from streamo.batch import process_file
+from streamo.convert import ConvertOptions
 
 
 def synthetic_sample(rng: random.Random, index: int) -> dict:
@@ -68,30 +64,6 @@ def write_raw(path: Path, samples: int, seed: int) -> None:
         handle.write(buffer.getvalue())
 
 
-class TreeMonitor(threading.Thread):
-    """Samples CPU time and RSS of this process and all its descendants (the conversion
-    workers are forkserver children, invisible to getrusage) twice a second."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.cpu: dict[int, float] = {}
-        self.peak_rss = 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        me = psutil.Process()
-        while not self.done.wait(0.5):
-            rss = 0
-            for process in [me, *me.children(recursive=True)]:
-                try:
-                    times = process.cpu_times()
-                    self.cpu[process.pid] = times.user + times.system
-                    rss += process.memory_info().rss
-                except psutil.Error:
-                    continue
-            self.peak_rss = max(self.peak_rss, rss)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=465_000)
@@ -115,8 +87,7 @@ def main() -> None:
         own = psutil.Process().cpu_times()
         monitor.cpu[os.getpid()] = own.user + own.system - own_before.user - own_before.system
         cpu = sum(monitor.cpu.values())
-        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(json.dumps({
+        print_json_line({
             "samples": summary.total,
             "converted": summary.converted,
             "rejected": summary.rejected,
@@ -126,12 +97,12 @@ def main() -> None:
             "cpu_seconds": round(cpu, 2),
             "idle_machine_estimate_s": round(cpu / (os.cpu_count() or 1), 2),
             "load_average_at_start": round(load_before, 2),
-            "peak_rss_mb": round(peak_kb / 1024, 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
             "peak_rss_all_processes_mb": round(monitor.peak_rss / 2**20, 1),
             "raw_mb": round(raw.stat().st_size / 2**20, 1),
             "output_mb": round(out.stat().st_size / 2**20, 1),
             "target_seconds": 60,
-        }))
+        })
 
 
 if __name__ == "__main__":

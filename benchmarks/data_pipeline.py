@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from streamo.protocol import DEFAULT_SYSTEM_PROMPT, State, assistant_text, user_text  # noqa: E402
-from streamo.video.synthetic import frame_times, write_clip  # noqa: E402
+from lib.clips import synthetic_clip
+from lib.report import print_json_line
+from streamo.protocol import DEFAULT_SYSTEM_PROMPT, State, assistant_text, user_text
 
 SECONDS = 120
 
@@ -58,13 +56,13 @@ def main() -> None:
 
     from streamo.swift_plugin.frames import FrameSource
     from streamo.swift_plugin.template import TEMPLATE_TYPE, register_stream_template
-    from streamo.tiny_model import TinyModelSpec, build_tiny_model
+    from lib.models import build_model
 
     with tempfile.TemporaryDirectory(prefix="streamo-pipeline-") as work:
         work = Path(work)
         clip = str(work / "clip.mp4")
-        write_clip(clip, frame_times(SECONDS * 30, 30.0), width=640, height=360)
-        model = args.model or build_tiny_model(work / "tiny", TinyModelSpec(with_state_tokens=True))
+        synthetic_clip(clip, SECONDS, width=640, height=360)
+        model = args.model or build_model(work / "tiny", "tiny", with_state_tokens=True)
         register_stream_template()
         _, processor = get_model_processor(str(model), load_model=False)
         template = get_template(processor, template_type=TEMPLATE_TYPE)
@@ -83,7 +81,7 @@ def main() -> None:
                 rates[name].append(encode_rate(template, sample, args.repeats))
 
     best = {name: max(values) for name, values in rates.items()}
-    print(json.dumps({
+    print_json_line({
         "benchmark": "data_pipeline",
         "sample_seconds": SECONDS,
         "tokens_per_sample": tokens,
@@ -92,7 +90,7 @@ def main() -> None:
         "decode_samples_per_s": round(best["decode"], 3),
         "speedup": round(best["cache"] / best["decode"], 2),
         "rounds": args.rounds,
-    }))
+    })
 
 
 if __name__ == "__main__":

@@ -15,32 +15,20 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import multiprocessing
 import os
 import resource
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from streamo.protocol import turn_count  # noqa: E402
-from streamo.video.probe import probe_duration  # noqa: E402
-from streamo.video.synthetic import frame_times, write_clip  # noqa: E402
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _cpu_seconds() -> float:
-    """User + system time of this process, all its threads: less sensitive to a busy machine than wall time."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+from lib.clips import synthetic_clip
+from lib.report import print_json_line
+from lib.system import cpu_seconds, peak_rss_mb
+from streamo.protocol import turn_count
+from streamo.video.probe import probe_duration
 
 
 def run_ours(clip: str, cache_dir: str) -> dict:
@@ -48,12 +36,12 @@ def run_ours(clip: str, cache_dir: str) -> dict:
 
     shutil.rmtree(cache_dir, ignore_errors=True)
     cache = FrameCache(cache_dir)
-    cpu, start = _cpu_seconds(), time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     entry = cache.ensure(clip)
-    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     sizes = [path.stat().st_size for path in entry.paths]
     return {"seconds": seconds, "cpu_seconds": cpu, "turns": len(sizes), "bytes": sum(sizes),
-            "size": [entry.width, entry.height], "peak_rss_mb": _peak_rss_mb()}
+            "size": [entry.width, entry.height], "peak_rss_mb": peak_rss_mb()}
 
 
 def run_seek_baseline(clip: str, size: list[int]) -> dict:
@@ -73,7 +61,7 @@ def run_seek_baseline(clip: str, size: list[int]) -> dict:
             kept += 1
     seconds = time.perf_counter() - start
     capture.release()
-    return {"seconds": seconds, "turns": kept, "peak_rss_mb": _peak_rss_mb()}
+    return {"seconds": seconds, "turns": kept, "peak_rss_mb": peak_rss_mb()}
 
 
 def run_ffmpeg_null(clip: str) -> dict:
@@ -89,13 +77,13 @@ def run_pyav_full_decode(clip: str) -> dict:
     """Every frame decoded by PyAV with the same threading as ours, nothing done with it."""
     import av
 
-    cpu, start = _cpu_seconds(), time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     with av.open(clip) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for _ in container.decode(stream):
             pass
-    return {"seconds": time.perf_counter() - start, "cpu_seconds": _cpu_seconds() - cpu}
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu}
 
 
 def _in_fresh_process(function, *args) -> dict:
@@ -127,7 +115,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="streamo-frames-bench-") as work:
         clip = str(Path(work) / "clip.mp4")
         started = time.perf_counter()
-        write_clip(clip, frame_times(int(args.seconds * 30), 30), width=640, height=360, gop=250, bframes=3)
+        synthetic_clip(clip, args.seconds, width=640, height=360, gop=250, bframes=3)
         encode_seconds = time.perf_counter() - started
         turns = turn_count(probe_duration(clip))
         has_ffmpeg = shutil.which("ffmpeg") is not None
@@ -174,7 +162,7 @@ def main() -> None:
             "frame_size": "x".join(map(str, best_ours["size"])),
             "targets_met": ours_fps >= 4 * seek_fps and ours_fps >= limit_fps,
         }
-    print(json.dumps(result))
+    print_json_line(result)
 
 
 if __name__ == "__main__":

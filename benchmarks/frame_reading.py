@@ -32,7 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from learnability import blank_copy
+from lib.paths import REPO, STREAMO
+from lib.report import print_json_line
+
 QUESTIONS = {"moving": "Is anything moving?", "red": "Is there a red shape?"}
 ANSWERS = ("No", "Yes")
 
@@ -195,20 +198,16 @@ def main() -> int:
     from streamo.swift_plugin.template import register_stream_template
 
     register_stream_template()
-    streamo = [sys.executable, "-m", "streamo.cli"]
     with tempfile.TemporaryDirectory(prefix="streamo-frame-reading-") as scratch:
         work = Path(scratch)
         train, test = work / "train", work / "heldout"
         for folder, seed, first, count in ((train, 0, 0, args.train_videos), (test, 1, args.train_videos, args.test_videos)):
-            subprocess.run([*streamo, "synth", "--out", str(folder), "--videos", str(count), "--seed", str(seed), "--first-index", str(first)],
+            subprocess.run([*STREAMO, "synth", "--out", str(folder), "--videos", str(count), "--seed", str(seed), "--first-index", str(first)],
                            check=True, capture_output=True, cwd=REPO)
-        sys.path.insert(0, str(REPO / "benchmarks"))
-        from learnability import blank_copy
-
         blank = work / "blank"
         blank_copy(test, blank)
         model_dir = work / "model"
-        subprocess.run([*streamo, "tiny-model", str(model_dir), "--with-state-tokens", "--hidden-size", "128", "--layers", "4",
+        subprocess.run([*STREAMO, "tiny-model", str(model_dir), "--with-state-tokens", "--hidden-size", "128", "--layers", "4",
                         "--intermediate-size", "256"], check=True, capture_output=True, cwd=REPO)
         train_rows = _rows(train, train, 0, args.per_answer, args.question, args.system_prompt)
         test_rows = _rows(test, test, 1, args.per_answer, args.question, args.system_prompt)
@@ -228,7 +227,7 @@ def main() -> int:
                             "heldout_accuracy": arm.accuracy(held_out), "train_accuracy": arm.accuracy(batches[:200])}
             if name == "frames":
                 result[name]["blank_frames_accuracy"] = arm.accuracy([(arm.encode(row), answer) for row, answer in blank_rows])
-    print(json.dumps(result))
+    print_json_line(result)
     return 0
 
 

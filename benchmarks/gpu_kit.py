@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import importlib.util
 import json
 import os
 import shutil
@@ -48,7 +47,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-REPO = Path(__file__).resolve().parent.parent
+from lib.paths import REPO
+from lib.report import print_json_line
+
 IMAGE_PACKAGES = Path(__file__).with_name("gpu_image_packages.txt")
 LIMIT_MIB = 60
 DATA_TAR = "gpu-check-data.tar"
@@ -271,24 +272,12 @@ def fetch_wheels(requirements: dict[str, str], out: Path, build_python: str | No
 # ---------------------------------------------------------------- the check's data
 
 
-def _benchmark(name: str):
-    """A script of benchmarks/ as a module (they are not a package)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # their dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-def serve_max_pixels(config: str) -> int:
-    """serve_load.py's default pixel budget for ``config``."""
-    return 3136 if config == "tiny" else 100352
-
-
 def make_check_data(config: str, root: Path) -> list[Path]:
     """What the GPU check needs that only PyAV could make there: ``train_gpu.py --work ROOT``'s
     data (clips, stream file, frame cache) and 30-s pictures, and ``serve_load.py --frames``'s JPEGs."""
-    train_gpu, serve_load = _benchmark("train_gpu"), _benchmark("serve_load")
+    import serve_load
+    import train_gpu
+
     scale = train_gpu.SCALES["tiny" if config == "tiny" else "full"]
     root.mkdir(parents=True, exist_ok=True)
     train_gpu.prepare_data(root, scale)
@@ -297,7 +286,7 @@ def make_check_data(config: str, root: Path) -> list[Path]:
     if not frames.is_dir():
         staging = root / ".serve-frames.tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        for index, pictures in enumerate(serve_load._frames(serve_max_pixels(config))):
+        for index, pictures in enumerate(serve_load._frames(serve_load.default_max_pixels(config))):
             (staging / f"{index:02d}").mkdir(parents=True)
             for turn, picture in enumerate(pictures):
                 (staging / f"{index:02d}" / f"{turn:06d}.jpg").write_bytes(picture)
@@ -367,7 +356,7 @@ def main(argv=None) -> int:
     if not report["fits"]:
         print(f"gpu_kit: kit {report['kit_bytes'] / 2**20:.1f} MiB + working tree {report['tree_bytes'] / 2**20:.1f} MiB "
               f"= {report['total_mib']} MiB is over the {args.limit_mib:g} MiB limit", file=sys.stderr)
-    print(json.dumps(report))
+    print_json_line(report)
     return 0 if report["fits"] else 1
 
 

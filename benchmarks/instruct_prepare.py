@@ -36,12 +36,11 @@ from pathlib import Path
 
 import orjson
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from convert_throughput import TreeMonitor  # noqa: E402
-
-from streamo.video.synthetic import frame_times, write_clip  # noqa: E402
+from lib.clips import synthetic_clip
+from lib.paths import REPO
+from lib.report import print_json_line
+from lib.system import TreeMonitor
+from streamo.video.synthetic import frame_times
 
 SOURCES = ("ActivityNet", "LLaVA_Video", "Youcook", "COIN")
 ROOT_NAMES = ("activitynet", "LLaVA-Video", "YouCook2", "coin")  # as a user might spell them
@@ -123,7 +122,7 @@ def build_replica(directory: Path, videos: int, samples: int, clips: int, seed: 
     contents = []
     for k, seconds in enumerate(durations):
         path = templates / f"clip{k}.mp4"
-        write_clip(path, frame_times(int(seconds * CLIP_FPS), CLIP_FPS), width=64, height=48, bframes=0)
+        synthetic_clip(path, seconds, CLIP_FPS, width=64, height=48, bframes=0)
         contents.append(path.read_bytes())
     garbage = random.Random(seed).randbytes(4096)
     written = 0
@@ -215,7 +214,7 @@ def main() -> None:
     convert_rate = samples / (full["summary"]["seconds"]["scan"] + full["summary"]["seconds"]["convert"])
     small = memory["annotations-small"]
     total = first["summary"]["total"]
-    print(json.dumps({
+    print_json_line({
         "videos": args.videos,
         "samples": samples,
         "workers": args.workers,
@@ -243,7 +242,7 @@ def main() -> None:
         "memory_ratio_full_over_small": round(full["peak_main_mb"] / small["peak_main_mb"], 3),
         "projected_136k_videos_465k_samples_s": round(136_000 / probe_rate + 465_000 / convert_rate),
         "targets": {"rerun_ratio_below": 0.1, "memory_ratio_about": 1.0},
-    }))
+    })
 
 
 if __name__ == "__main__":

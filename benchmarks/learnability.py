@@ -33,8 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-STREAMO = [sys.executable, "-m", "streamo.cli"]
+from lib.paths import REPO, STREAMO
+from lib.report import print_json_line
 
 
 def _run(command: list[str], **kwargs) -> str:
@@ -219,7 +219,7 @@ def main() -> int:
         unchanged, decisions = _unchanged_on_blank_frames(work / "trained_report.predictions.jsonl",
                                                           work / "blank_frames_report.predictions.jsonl")
 
-    print(json.dumps({
+    print_json_line({
         "preset": args.preset,
         "train_minutes": round(train_minutes, 2),
         "steps": args.steps,
@@ -256,7 +256,7 @@ def main() -> int:
         "timing_f1_over_blank_frames": trained["timing_f1"] - (blind["timing_f1"] or 0.0),
         "held_out_decisions": decisions,
         "decisions_unchanged_on_blank_frames": unchanged,
-    }))
+    })
     return 0
 
 

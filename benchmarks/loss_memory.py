@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
 import time
+
+from lib.report import print_json_line
+from lib.system import peak_rss_mb, rss_bytes
 
 
 
@@ -79,11 +80,6 @@ def naive_focal_loss(logits, labels, state_ids, alpha, gamma):
     return (per_token * supervised).sum() / supervised.sum()
 
 
-def current_rss() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def run_variant(args: argparse.Namespace) -> dict:
     import torch
 
@@ -115,11 +111,10 @@ def run_variant(args: argparse.Namespace) -> dict:
         del loss
         return elapsed
 
-    baseline = current_rss()
+    baseline = rss_bytes()
     times = [step() for _ in range(args.repeats)]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
-        "peak_mb": round((peak - baseline) / 2**20, 1),
+        "peak_mb": round(peak_rss_mb() - baseline / 2**20, 1),
         "seconds": round(min(times), 3),
         "supervised": int((labels[1:] != -100).sum()),
     }
@@ -147,7 +142,7 @@ def main() -> None:
     parser.add_argument("--child", choices=("stream_focal", "naive"), dest="variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
-        print(json.dumps(run_variant(args)))
+        print_json_line(run_variant(args))
         return
 
     import psutil
@@ -176,7 +171,7 @@ def main() -> None:
         "speedup_stream": round(naive["seconds"] / ours_stream["seconds"], 2),
         "speedup_all": round(naive["seconds"] / ours_all["seconds"], 2),
     }
-    print(json.dumps(result))
+    print_json_line(result)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,14 @@ Prints ONE JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import stream_latency  # noqa: E402  (same model builder, frames and scripted decisions)
+import stream_latency  # the same model builder, frames and scripted decisions
+from lib.report import print_json_line
 
 
 def main(argv=None) -> int:
@@ -71,7 +70,7 @@ def main(argv=None) -> int:
     answers = [ms for turn, ms in enumerate(latencies) if turn and turn in answering]
     events = profiler.key_averages()
     top = sorted(events, key=lambda event: event.self_cpu_time_total, reverse=True)[: args.top]
-    print(json.dumps({
+    print_json_line({
         "benchmark": "profile_stream",
         "config": args.config,
         "device": args.device,
@@ -85,7 +84,7 @@ def main(argv=None) -> int:
         "profiled_self_cpu_ms": round(sum(event.self_cpu_time_total for event in events) / 1000, 1),
         "profiled_self_cuda_ms": round(sum(getattr(event, "self_device_time_total", 0) for event in events) / 1000, 1) if cuda else None,
         "top_cpu_ops": [{"name": event.key, "self_cpu_ms": round(event.self_cpu_time_total / 1000, 2), "calls": event.count} for event in top],
-    }))
+    })
     return 0
 
 

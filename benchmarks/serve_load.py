@@ -58,7 +58,6 @@ import io
 import json
 import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -67,10 +66,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from lib.models import build_model
+from lib.paths import EXAMPLE_VIDEOS, REPO
+from lib.report import print_json_line
+from lib.system import free_port
+
 SERVER_WINDOW_S = 120
 """streamo serve's default window: each session's cache stops growing once it holds this much."""
-VIDEOS = sorted((REPO / "dataset" / "example" / "videos").glob("*.mp4"))
+VIDEOS = sorted(EXAMPLE_VIDEOS.glob("*.mp4"))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -109,16 +112,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def default_max_pixels(config: str) -> int:
+    """4 visual tokens a frame for the tiny model, 128 for a full-size one."""
+    return 3136 if config == "tiny" else 100352
+
+
 def _model(args) -> Path:
     if args.model is not None:
         return args.model
-    from streamo.tiny_model import TinyModelSpec, build_full_size_model, build_tiny_model
-
-    if args.config == "tiny":
-        return build_tiny_model(REPO / ".cache" / "tiny-qwen2.5-vl-state-256",
-                                TinyModelSpec(hidden_size=256, with_state_tokens=True))
-    return build_full_size_model(REPO / ".cache" / f"qwen2.5-vl-{args.config}-state", args.config, args.device,
-                                 with_state_tokens=True)
+    name = "tiny-qwen2.5-vl-state-256" if args.config == "tiny" else f"qwen2.5-vl-{args.config}-state"
+    return build_model(REPO / ".cache" / name, args.config, args.device, with_state_tokens=True, hidden_size=256)
 
 
 def _frames(max_pixels: int) -> list[list[bytes]]:
@@ -187,19 +190,6 @@ def _batched_forward_speedup(model_dir: Path, args, new_tokens: int) -> float:
         one = timed(1)
         together = timed(args.batch)
     return one * args.batch / together
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def _tree_rss_mb(pid: int) -> float:
@@ -450,7 +440,7 @@ def _cache_figures(caches: list[list[tuple[int, int]]]) -> dict:
 
 def _measure(backend: str, model_dir: Path, args, videos: list[list[bytes]]) -> dict:
     """Every figure of one backend, with its own ``streamo serve``."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     server = _start_server(model_dir, args, port, max(args.max_sessions, args.soak_sessions, args.saturation_sessions),
@@ -540,7 +530,7 @@ def _stop(server: subprocess.Popen) -> None:
 def main(argv=None) -> None:
     args = parse_args(argv)
     args.device = args.device or ("cpu" if args.config == "tiny" else "cuda")
-    args.max_pixels = args.max_pixels or (3136 if args.config == "tiny" else 100352)
+    args.max_pixels = args.max_pixels or default_max_pixels(args.config)
     model_dir = _model(args)
     videos = _read_frames(args.frames) if args.frames else _frames(args.max_pixels)
     report: dict = {"model": str(model_dir.name), "device": args.device, "max_pixels": args.max_pixels, "rate": args.rate,
@@ -568,7 +558,7 @@ def main(argv=None) -> None:
             key: round(ours[key] / theirs[key], 3) if theirs[key] else None
             for key in ("sustained_sessions", "decisions_per_s")
         }
-    print(json.dumps(report))
+    print_json_line(report)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from lib.models import build_model
+from lib.report import print_json_line
+from lib.system import peak_rss_mb, rss_bytes
 from streamo.tiny_model import FULL_CONFIGS, full_config
 
 QUESTION = "Tell me when the square changes colour."
@@ -49,9 +50,7 @@ def load(args):
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    from streamo.tiny_model import TinyModelSpec, build_tiny_model
-
-    tiny = build_tiny_model(args.workdir / "tiny-state", TinyModelSpec(with_state_tokens=True))
+    tiny = build_model(args.workdir / "tiny-state", "tiny", with_state_tokens=True)
     processor = AutoProcessor.from_pretrained(tiny)
     if args.config == "tiny":
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny, dtype=torch.float32)
@@ -94,15 +93,6 @@ class ScriptedStates:
         return (State.RESPONSE if answering else State.SILENCE), {}
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _median_at(latencies: list[float], mark: int, samples: int) -> float:
     """Median latency of the ``samples`` seconds ending with stream second ``mark`` (turn mark-1)."""
     return statistics.median(latencies[max(0, mark - samples):mark])
@@ -130,11 +120,11 @@ def phase_engine(args, window: float | None) -> dict:
         started = time.process_time()
         latencies.append(session.push_frame(picture, turn).latency_ms)
         cpu.append((time.process_time() - started) * 1000)
-        rss.append(_rss_mb())
+        rss.append(rss_bytes() / 2**20)
         cache.append(session.cache_length)
     if args.conversation is not None:
         args.conversation.write_text(json.dumps(session.context_messages()), encoding="utf-8")
-    return {"latencies": latencies, "cpu": cpu, "rss": rss, "cache": cache, "peak_rss_mb": _peak_rss_mb(), "peak_gpu_mb": _gpu_peak_mb(torch)}
+    return {"latencies": latencies, "cpu": cpu, "rss": rss, "cache": cache, "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": _gpu_peak_mb(torch)}
 
 
 def phase_reencode(args) -> dict:
@@ -295,11 +285,11 @@ def main(argv=None) -> int:
             result = phase_reencode(args)
         else:
             result = phase_engine(args, args.window if args.phase == "engine-window" else None)
-        print(json.dumps(result))
+        print_json_line(result)
         return 0
     with tempfile.TemporaryDirectory(prefix="stream_latency.") as workdir:
         args.workdir = Path(workdir)
-        print(json.dumps(orchestrate(args)))
+        print_json_line(orchestrate(args))
     return 0
 
 

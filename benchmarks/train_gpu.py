@@ -41,7 +41,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from lib.models import build_model
+from lib.paths import EXAMPLE_VIDEOS, REPO
+from lib.system import free_port
+
 STREAM_SECONDS = 30
 QUESTION = "Tell me when a shape moves."
 HOST_OVERHEAD_GIB = 8.0
@@ -223,7 +225,7 @@ def stream_frames(work: Path) -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     frames = []
-    for video in sorted((REPO / "dataset" / "example" / "videos").glob("*.mp4")):
+    for video in sorted(EXAMPLE_VIDEOS.glob("*.mp4")):
         frames.extend(sample_frames(str(video)))
     if len(frames) < STREAM_SECONDS:
         raise SystemExit(f"train_gpu: the example has only {len(frames)} seconds of video")
@@ -232,21 +234,7 @@ def stream_frames(work: Path) -> Path:
     return folder
 
 
-def build_model(work: Path, size: str, device: str) -> Path:
-    from streamo.tiny_model import build_full_size_model, build_tiny_model
-
-    if size == "tiny":
-        return build_tiny_model(work / "models" / "tiny")
-    return build_full_size_model(work / "models" / size, size, device=device)
-
-
 # ---------------------------------------------------------------- one setup
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def train(setup: Setup, scale: Scale, model: Path, stream: Path, cache: Path, output: Path, args) -> tuple[Path, int, str]:
@@ -256,7 +244,7 @@ def train(setup: Setup, scale: Scale, model: Path, stream: Path, cache: Path, ou
         "PRESET": scale.preset, "MODEL": str(model), "DATASET": str(stream), "OUTPUT_DIR": str(output),
         "DEEPSPEED": setup.deepspeed_setting, "TUNER": setup.tuner, "MAX_LENGTH": str(scale.max_length),
         "MAX_PIXELS": str(scale.max_pixels), "GRAD_ACCUM": str(args.grad_accum), "STREAMO_FRAME_CACHE": str(cache),
-        "MASTER_PORT": str(_free_port()),
+        "MASTER_PORT": str(free_port()),
     }
     # Gradient checkpointing as PRESET=gpu has it, also at the tiny scale: with the ViT frozen
     # it is where a recipe breaks first (no input requiring a gradient).
@@ -476,7 +464,7 @@ def main(argv=None) -> int:
         frames = stream_frames(args.work)
         for index, setup in enumerate(args.setups):
             started = time.monotonic()
-            model = build_model(args.work, setup.size, args.device)
+            model = build_model(args.work / "models" / setup.size, setup.size, args.device)
             result = run_setup(setup, scale, model, stream, cache, frames, args)
             result["setup_wall_s"] = round(time.monotonic() - started, 1)
             ok = ok and passed(result)

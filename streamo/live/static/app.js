@@ -6,6 +6,8 @@
 const PROTOCOL = "streamo.v1";
 const STATES = { silence: "·", standby: "…", response: "!" };
 const EPS = 1e-6;
+// The WebSocket close codes this page tells apart (CLOSE_* in streamo/live/server.py).
+const CLOSE = { unauthorized: 4401, server_full: 1013, idle: 4408 };
 const $ = (id) => document.getElementById(id);
 
 const page = {
@@ -179,11 +181,11 @@ function onSocketClosed(close) {
   page.socket = null;
   page.stopping = false;
   setRunning(false);
-  if (close.code === 4401 || page.refusal === "unauthorized") {
+  if (close.code === CLOSE.unauthorized || page.refusal === "unauthorized") {
     showMessage(ERROR_HELP.unauthorized);
-  } else if (close.code === 1013 || page.refusal === "server_full") {
+  } else if (close.code === CLOSE.server_full || page.refusal === "server_full") {
     showMessage(ERROR_HELP.server_full);
-  } else if (!page.closedCleanly && close.code !== 4408) {
+  } else if (!page.closedCleanly && close.code !== CLOSE.idle) {
     showMessage("The connection to the server was lost. Check that streamo serve is running, then retry.");
     $("retry").hidden = false;
   }
