@@ -19,9 +19,9 @@ from PIL import Image
 from transformers import DynamicCache
 
 from ..protocol import DEFAULT_SYSTEM_PROMPT, STREAM_PLACEHOLDER, State, assistant_text, state_token_ids, turn_of, user_text
-from ..video.sampling import MAX_PIXELS, MIN_PIXELS
+from ..video.sampling import MAX_PIXELS, MIN_PIXELS, fit_to_budget
 from .decoding import AnswerDecoder, DecisionRule
-from .session import StreamEvent, fit_to_budget
+from .session import StreamEvent
 
 
 def multimodal_messages(messages: Sequence[dict[str, str]]) -> list[dict]:

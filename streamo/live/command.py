@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..argtypes import positive_float, positive_int, seconds
 from ..engine.command import StreamInputError, add_engine_options, format_line, gather_questions, latency_stats
+from ..errors import UsageError
 
 API_KEY_ENV = "STREAMO_API_KEY"
 
@@ -173,7 +174,7 @@ async def _client(args: argparse.Namespace) -> int:
         source = open_video(client, args.video)
         args.fps = client.ready.fps
         questions = gather_questions(args, source)
-    except StreamInputError:
+    except UsageError:
         await client.disconnect()
         raise
 

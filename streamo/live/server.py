@@ -475,8 +475,8 @@ class LiveConnection:
             self.state.metrics.dropped.inc(dropped)
 
     async def _play(self, target: str, asked: str, realtime: bool) -> None:
-        from ..engine.command import StreamInputError, open_input
         from ..video import MIN_PIXELS
+        from ..video.inputs import InputError, open_input
 
         count, reason = 0, "end"
         try:
@@ -498,7 +498,7 @@ class LiveConnection:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a decoder fault must end the source, not leave the session waiting
-            if isinstance(exc, StreamInputError):
+            if isinstance(exc, InputError):
                 log.warning("session %s: source %s: %s", self.id, target, exc)
             else:
                 log.exception("session %s: source %s failed", self.id, target)
