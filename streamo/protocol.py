@@ -100,6 +100,32 @@ def turn_of(moment: float, fps: float = 1.0) -> int:
     return max(int(math.ceil(moment * fps - _EPS)) - 1, 0)
 
 
+def frame_turn(t: float, fps: float = 1.0) -> int:
+    """The turn whose frame starts at ``t`` seconds (turn k starts at k/fps): floor(t·f).
+    A frame at 5 s is turn 5 (``<5s-6s>``); a question at 5 s is turn 4 (``turn_of``)."""
+    return int(math.floor(t * fps + _EPS))
+
+
+MIN_WINDOW_TURNS = 2
+"""A bounded context keeps at least one turn beside the one being added."""
+
+
+def window_turns(window: float | None, block: float | None, fps: float) -> tuple[int | None, int]:
+    """(turns a window of ``window`` seconds holds, turns one eviction drops); (None, 0) without
+    a window. Raises ValueError when the window holds fewer than ``MIN_WINDOW_TURNS``."""
+    if window is None:
+        if block is not None:
+            raise ValueError("eviction_block needs a window")
+        return None, 0
+    turns = turn_count(window, fps)
+    if turns < MIN_WINDOW_TURNS:
+        raise ValueError(f"window must hold at least {MIN_WINDOW_TURNS} frames at {fps:g} fps, got {window} s")
+    block_turns = max(1, turns // 4) if block is None else turn_count(block, fps)
+    if not 1 <= block_turns < turns:
+        raise ValueError(f"eviction_block must hold at least one frame and fewer than the window's {turns}")
+    return turns, block_turns
+
+
 @lru_cache(maxsize=16)
 def _plain_user_table(fps: float, count: int) -> tuple[str, ...]:
     return tuple(f"{tag}\n{STREAM_PLACEHOLDER}" for tag in _tag_table(fps, count))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..argtypes import engine_arg, positive_float, positive_int, probability, seconds, system_prompt_file
 from ..errors import UsageError
-from ..protocol import State, format_seconds, time_tag, turn_of
+from ..protocol import MIN_WINDOW_TURNS, State, format_seconds, time_tag, turn_of, window_turns
 
 if TYPE_CHECKING:
     from ..video.inputs import FrameInput
@@ -71,15 +71,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True,
                         help="video file, directory of frame pictures (one per turn, name order), a stream URL "
                         "(rtsp://, http://, ...), or - for a live stream on stdin")
+    add_question_arguments(parser)
+    parser.add_argument("--fps", type=positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
+    add_engine_options(parser)
+    parser.add_argument("--json", action="store_true", help='print JSON lines {"t", "state", "text", "latency_ms"}')
+    parser.add_argument("--realtime", action="store_true", help="pace frames by the wall clock instead of as fast as possible")
+
+
+def add_question_arguments(parser: argparse.ArgumentParser) -> None:
+    """What ``streamo stream`` and ``streamo client`` ask, and when (read by ``gather_questions``)."""
     parser.add_argument("--question", action="append", default=[], help="question text (repeatable)")
     parser.add_argument("--at", action="append", type=seconds, default=[],
                         help="second at which the matching --question is asked (repeatable; '5' shows it with <4s-5s>; default 0)")
     parser.add_argument("--questions", type=Path, help="raw annotation file whose questions to ask (placed as the converter places them)")
     parser.add_argument("--sample", type=int, default=0, help="record of --questions to use (default: 0)")
-    parser.add_argument("--fps", type=positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
-    add_engine_options(parser)
-    parser.add_argument("--json", action="store_true", help='print JSON lines {"t", "state", "text", "latency_ms"}')
-    parser.add_argument("--realtime", action="store_true", help="pace frames by the wall clock instead of as fast as possible")
+
+
+def check_window(window: float | None, fps: float) -> None:
+    """``--window`` by the engine's own rule (``protocol.window_turns``), before anything loads."""
+    try:
+        window_turns(window, None, fps)
+    except ValueError:
+        raise StreamInputError(f"--window must hold at least {MIN_WINDOW_TURNS} frames at {fps:g} fps") from None
 
 
 def gather_questions(args: argparse.Namespace, source: FrameInput) -> list[tuple[float, str]]:
@@ -143,8 +156,7 @@ def run_stream(args: argparse.Namespace) -> int:
     from ..video.inputs import open_input
     from .loading import ModelLoadError, training_max_pixels
 
-    if args.window is not None and args.window * args.fps < 2:
-        raise StreamInputError(f"--window must hold at least 2 frames at {args.fps:g} fps")
+    check_window(args.window, args.fps)
     if args.eviction_block is not None and args.window is None:
         raise StreamInputError("--eviction-block needs --window")
     max_pixels = args.max_pixels or training_max_pixels(args.model)
@@ -188,6 +200,8 @@ def _play(args: argparse.Namespace, model, source: FrameInput, questions: list[t
     for turn, text in session.waiting_questions:
         print(f"warning: the stream ended before turn {turn}; question {text!r} was never shown", file=sys.stderr)
     if latencies:
+        from ..metrics.scoring import latency_stats
+
         mean, p95, peak = latency_stats(latencies)
         print(
             f"{source.name}: {len(latencies)} frames, {responses} responses; latency ms mean "
@@ -195,9 +209,3 @@ def _play(args: argparse.Namespace, model, source: FrameInput, questions: list[t
             file=sys.stderr,
         )
     return 0
-
-
-def latency_stats(latencies) -> tuple[float, float, float]:
-    """Mean, 95th percentile (nearest rank below) and maximum of a non-empty collection."""
-    ordered = sorted(latencies)
-    return sum(ordered) / len(ordered), ordered[int(0.95 * (len(ordered) - 1))], ordered[-1]

@@ -37,9 +37,9 @@ from typing import Any, Mapping
 import torch
 from PIL import Image
 
-from ..protocol import DEFAULT_SYSTEM_PROMPT, State, state_token_ids
+from ..protocol import DEFAULT_SYSTEM_PROMPT, State, state_token_ids, window_turns
 from ..video.sampling import MAX_PIXELS, MIN_PIXELS, PATCH_FACTOR, fit_to_budget
-from .context import StreamContext, window_turns
+from .context import StreamContext
 from .decoding import AnswerDecoder, DecisionRule
 from .loading import ModelLoadError
 from .prompt import PromptTokens

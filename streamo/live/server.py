@@ -31,8 +31,7 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..engine.decoding import DecisionRule
-from ..engine.context import frame_turn
-from ..protocol import State
+from ..protocol import State, frame_turn
 from .frames import decode_frame
 from .media import media_router
 from .messages import (
@@ -334,7 +333,7 @@ class LiveConnection:
             return
         latency = None
         if self.latencies:
-            from ..engine.command import latency_stats
+            from ..metrics.scoring import latency_stats
 
             mean, p95, peak = latency_stats(self.latencies)
             latency = LatencySummary(mean=round(mean, 3), p95=round(p95, 3), max=round(peak, 3))
