@@ -100,6 +100,32 @@ def turn_of(moment: float, fps: float = 1.0) -> int:
     return max(int(math.ceil(moment * fps - _EPS)) - 1, 0)
 
 
+def frame_turn(t: float, fps: float = 1.0) -> int:
+    """The turn whose frame starts at ``t`` seconds (turn k starts at k/fps): floor(t·f).
+    A frame at 5 s is turn 5 (``<5s-6s>``); a question at 5 s is turn 4 (``turn_of``)."""
+    return int(math.floor(t * fps + _EPS))
+
+
+MIN_WINDOW_TURNS = 2
+"""A bounded context keeps at least one turn beside the one being added."""
+
+
+def window_turns(window: float | None, block: float | None, fps: float) -> tuple[int | None, int]:
+    """(turns a window of ``window`` seconds holds, turns one eviction drops); (None, 0) without
+    a window. Raises ValueError when the window holds fewer than ``MIN_WINDOW_TURNS``."""
+    if window is None:
+        if block is not None:
+            raise ValueError("eviction_block needs a window")
+        return None, 0
+    turns = turn_count(window, fps)
+    if turns < MIN_WINDOW_TURNS:
+        raise ValueError(f"window must hold at least {MIN_WINDOW_TURNS} frames at {fps:g} fps, got {window} s")
+    block_turns = max(1, turns // 4) if block is None else turn_count(block, fps)
+    if not 1 <= block_turns < turns:
+        raise ValueError(f"eviction_block must hold at least one frame and fewer than the window's {turns}")
+    return turns, block_turns
+
+
 @lru_cache(maxsize=16)
 def _plain_user_table(fps: float, count: int) -> tuple[str, ...]:
     return tuple(f"{tag}\n{STREAM_PLACEHOLDER}" for tag in _tag_table(fps, count))
@@ -207,14 +233,14 @@ class Timeline:
         return [turn for turn in self.turns if turn.state is State.RESPONSE]
 
 
-class ProtocolError(ValueError):
+class ConversationError(ValueError):
     """A stream conversation that does not follow the protocol."""
 
 
 def parse_stream_messages(messages: Iterable[Mapping[str, Any]]) -> Timeline:
     """Read a stream conversation's messages back into a timeline.
 
-    Raises ProtocolError naming the message index when turns do not alternate or a
+    Raises ConversationError naming the message index when turns do not alternate or a
     user turn lacks its time tag or frame placeholder.
     """
     system = None
@@ -223,33 +249,33 @@ def parse_stream_messages(messages: Iterable[Mapping[str, Any]]) -> Timeline:
     for position, message in enumerate(messages):
         role, content = message.get("role"), message.get("content")
         if not isinstance(content, str):
-            raise ProtocolError(f"message {position}: content must be a string")
+            raise ConversationError(f"message {position}: content must be a string")
         if role == "system":
             if position != 0:
-                raise ProtocolError(f"message {position}: system message must come first")
+                raise ConversationError(f"message {position}: system message must come first")
             system = content
         elif role == "user":
             if pending is not None:
-                raise ProtocolError(f"message {position}: two user turns in a row")
+                raise ConversationError(f"message {position}: two user turns in a row")
             if STREAM_PLACEHOLDER not in content:
-                raise ProtocolError(f"message {position}: user turn lacks {STREAM_PLACEHOLDER}")
+                raise ConversationError(f"message {position}: user turn lacks {STREAM_PLACEHOLDER}")
             span = parse_time_tag(content)
             if span is None:
-                raise ProtocolError(f"message {position}: user turn lacks a <Xs-Ys> time tag")
+                raise ConversationError(f"message {position}: user turn lacks a <Xs-Ys> time tag")
             head = content[: content.rfind("<", 0, content.rfind(STREAM_PLACEHOLDER))]
             questions = [line for line in head.split("\n") if line.strip()]
             pending = Turn(index=len(turns), start=span[0], end=span[1], questions=questions)
         elif role == "assistant":
             if pending is None:
-                raise ProtocolError(f"message {position}: assistant turn without a user turn")
+                raise ConversationError(f"message {position}: assistant turn without a user turn")
             state, answer = parse_assistant(content)
             if state is None:
-                raise ProtocolError(f"message {position}: assistant turn does not start with a state token")
+                raise ConversationError(f"message {position}: assistant turn does not start with a state token")
             pending.state, pending.answer = state, answer
             turns.append(pending)
             pending = None
         else:
-            raise ProtocolError(f"message {position}: unknown role {role!r}")
+            raise ConversationError(f"message {position}: unknown role {role!r}")
     if pending is not None:
         turns.append(pending)
     fps = 1.0 / (turns[0].end - turns[0].start) if turns and turns[0].end > turns[0].start else 1.0

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .jsonfiles import InvalidRecord, iter_records, parse_record
-from .protocol import ProtocolError, State, parse_stream_messages
+from .protocol import ConversationError, State, parse_stream_messages
 
 DURATION_BINS: tuple[tuple[str, float], ...] = (
     ("<30s", 30),
@@ -64,9 +64,9 @@ def stream_stats(path: str | os.PathLike[str]) -> StreamStats:
         try:
             sample = parse_record(item)
             if not isinstance(sample, dict) or not isinstance(sample.get("messages"), list):
-                raise ProtocolError("no messages list")
+                raise ConversationError("no messages list")
             timeline = parse_stream_messages(sample["messages"])
-        except (ProtocolError, InvalidRecord, AttributeError) as exc:
+        except (ConversationError, InvalidRecord, AttributeError) as exc:
             stats.invalid += 1
             stats.problems.append(f"{path}: sample {index}: messages: {exc}")
             continue

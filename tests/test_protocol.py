@@ -1,7 +1,7 @@
 import pytest
 
 from streamo.protocol import (
-    ProtocolError,
+    ConversationError,
     State,
     assistant_text,
     format_seconds,
@@ -80,7 +80,7 @@ def test_parse_stream_messages_round_trip():
     ],
 )
 def test_parse_stream_messages_rejects_broken_conversations(messages):
-    with pytest.raises(ProtocolError, match="message"):
+    with pytest.raises(ConversationError, match="message"):
         parse_stream_messages(messages)
 
 

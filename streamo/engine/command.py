@@ -1,9 +1,9 @@
 """``streamo stream``: play a video through a stream model and print each second's decision.
 
 Inputs are checked before the model is loaded, so a wrong path or question time fails in
-a second with a one-line message. Frames come from ``streamo.video`` (the sampling rule
-training used, resized to the checkpoint's pixel budget), from a directory of pictures
-(one per turn, in name order), or from a live stream piped to standard input (``-``).
+a second with a one-line message. ``streamo.video.inputs`` opens ``--video``: a file (the
+sampling rule training used, resized to the checkpoint's pixel budget), a directory of pictures
+(one per turn, in name order), a stream URL, or a live stream piped to standard input (``-``).
 This module imports no torch at import time: ``streamo --help`` stays fast.
 """
 
@@ -13,30 +13,23 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING
 
 from ..argtypes import engine_arg, positive_float, positive_int, probability, seconds, system_prompt_file
 from ..errors import UsageError
-from ..protocol import State, format_seconds, time_tag, turn_count, turn_of
+from ..protocol import MIN_WINDOW_TURNS, State, format_seconds, time_tag, turn_of, window_turns
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+if TYPE_CHECKING:
+    from ..video.inputs import FrameInput
+
 BACKENDS = ("transformers", "vllm")
 """What can run the model: the KV-cache engine (``session``) or vLLM (``vllm_backend``)."""
 
 
 class StreamInputError(UsageError, ValueError):
-    """Arguments or inputs ``streamo stream`` cannot use (exit status 2)."""
-
-
-@dataclass
-class FrameInput:
-    name: str
-    turns: int | None
-    """Number of turns when known in advance (files, directories); None for a live stream."""
-    frames: Iterator[tuple[int, object]]
-    """(turn, PIL image) in turn order."""
+    """Arguments or inputs ``streamo stream`` cannot use (exit status 2); an unreadable ``--video``
+    is ``video.inputs.InputError``."""
 
 
 def add_engine_options(parser: argparse.ArgumentParser, window: float | None = None) -> None:
@@ -78,66 +71,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True,
                         help="video file, directory of frame pictures (one per turn, name order), a stream URL "
                         "(rtsp://, http://, ...), or - for a live stream on stdin")
-    parser.add_argument("--question", action="append", default=[], help="question text (repeatable)")
-    parser.add_argument("--at", action="append", type=seconds, default=[],
-                        help="second at which the matching --question is asked (repeatable; '5' shows it with <4s-5s>; default 0)")
-    parser.add_argument("--questions", type=Path, help="raw annotation file whose questions to ask (placed as the converter places them)")
-    parser.add_argument("--sample", type=int, default=0, help="record of --questions to use (default: 0)")
+    add_question_arguments(parser)
     parser.add_argument("--fps", type=positive_float, default=1.0, help="frames (turns) per second (default: 1.0)")
     add_engine_options(parser)
     parser.add_argument("--json", action="store_true", help='print JSON lines {"t", "state", "text", "latency_ms"}')
     parser.add_argument("--realtime", action="store_true", help="pace frames by the wall clock instead of as fast as possible")
 
 
-def open_input(source: str, fps: float, max_pixels: int, min_pixels: int) -> FrameInput:
-    """The frames of ``source``; raises StreamInputError naming it when it cannot be read."""
-    from ..video import VideoError, iter_frames, probe_duration
+def add_question_arguments(parser: argparse.ArgumentParser) -> None:
+    """What ``streamo stream`` and ``streamo client`` ask, and when (read by ``gather_questions``)."""
+    parser.add_argument("--question", action="append", default=[], help="question text (repeatable)")
+    parser.add_argument("--at", action="append", type=seconds, default=[],
+                        help="second at which the matching --question is asked (repeatable; '5' shows it with <4s-5s>; default 0)")
+    parser.add_argument("--questions", type=Path, help="raw annotation file whose questions to ask (placed as the converter places them)")
+    parser.add_argument("--sample", type=int, default=0, help="record of --questions to use (default: 0)")
 
-    if source == "-":
-        return FrameInput("stdin", None, _video_frames(iter_frames(sys.stdin.buffer, fps, max_pixels, min_pixels), "stdin"))
-    if is_url(source):
-        return FrameInput(source, None, _video_frames(iter_frames(source, fps, max_pixels, min_pixels), source))
-    path = Path(source)
-    if path.is_dir():
-        pictures = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not pictures:
-            raise StreamInputError(f"{path}: no frame pictures ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        return FrameInput(str(path), len(pictures), _picture_frames(pictures))
-    if not path.is_file():
-        raise StreamInputError(f"{path}: no such file or directory")
+
+def check_window(window: float | None, fps: float) -> None:
+    """``--window`` by the engine's own rule (``protocol.window_turns``), before anything loads."""
     try:
-        turns = turn_count(probe_duration(path), fps)
-    except VideoError as exc:
-        raise StreamInputError(f"{path}: unreadable video ({exc})") from None
-    if turns == 0:
-        raise StreamInputError(f"{path}: shorter than one frame at {fps:g} fps")
-    return FrameInput(str(path), turns, _video_frames(iter_frames(path, fps, max_pixels, min_pixels, turns=turns), str(path)))
-
-
-def is_url(source: str) -> bool:
-    """A network stream PyAV opens itself (``rtsp://``, ``http://`` ...), not a local path."""
-    return "://" in source
-
-
-def _video_frames(frames, name: str) -> Iterator[tuple[int, object]]:
-    from ..video import VideoError
-
-    try:
-        for sampled in frames:
-            yield sampled.turn, sampled.image
-    except VideoError as exc:
-        raise StreamInputError(f"{name}: {exc}") from None
-
-
-def _picture_frames(pictures: list[Path]) -> Iterator[tuple[int, object]]:
-    from PIL import Image, UnidentifiedImageError
-
-    for turn, picture in enumerate(pictures):
-        try:
-            with Image.open(picture) as image:
-                yield turn, image.convert("RGB")
-        except (OSError, UnidentifiedImageError) as exc:
-            raise StreamInputError(f"{picture}: unreadable frame picture ({exc})") from None
+        window_turns(window, None, fps)
+    except ValueError:
+        raise StreamInputError(f"--window must hold at least {MIN_WINDOW_TURNS} frames at {fps:g} fps") from None
 
 
 def gather_questions(args: argparse.Namespace, source: FrameInput) -> list[tuple[float, str]]:
@@ -198,10 +153,10 @@ def format_line(event, fps: float) -> str:
 def run_stream(args: argparse.Namespace) -> int:
     from ..model_eval import StreamModel, engine_settings
     from ..video import MIN_PIXELS
+    from ..video.inputs import open_input
     from .loading import ModelLoadError, training_max_pixels
 
-    if args.window is not None and args.window * args.fps < 2:
-        raise StreamInputError(f"--window must hold at least 2 frames at {args.fps:g} fps")
+    check_window(args.window, args.fps)
     if args.eviction_block is not None and args.window is None:
         raise StreamInputError("--eviction-block needs --window")
     max_pixels = args.max_pixels or training_max_pixels(args.model)
@@ -245,6 +200,8 @@ def _play(args: argparse.Namespace, model, source: FrameInput, questions: list[t
     for turn, text in session.waiting_questions:
         print(f"warning: the stream ended before turn {turn}; question {text!r} was never shown", file=sys.stderr)
     if latencies:
+        from ..metrics.scoring import latency_stats
+
         mean, p95, peak = latency_stats(latencies)
         print(
             f"{source.name}: {len(latencies)} frames, {responses} responses; latency ms mean "
@@ -252,9 +209,3 @@ def _play(args: argparse.Namespace, model, source: FrameInput, questions: list[t
             file=sys.stderr,
         )
     return 0
-
-
-def latency_stats(latencies) -> tuple[float, float, float]:
-    """Mean, 95th percentile (nearest rank below) and maximum of a non-empty collection."""
-    ordered = sorted(latencies)
-    return sum(ordered) / len(ordered), ordered[int(0.95 * (len(ordered) - 1))], ordered[-1]

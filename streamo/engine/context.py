@@ -21,10 +21,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import State, assistant_text, carried_questions, turn_of
+from ..protocol import State, assistant_text, carried_questions, frame_turn, turn_of, window_turns
 from .prompt import PromptTokens
-
-_EPS = 1e-6
 
 
 class ContextBudgetError(ValueError):
@@ -192,23 +190,3 @@ class StreamContext:
             messages.append({"role": "user", "content": self.tokens.user_content(turn.index, questions)})
             messages.append({"role": "assistant", "content": assistant_text(turn.state, turn.answer)})
         return messages
-
-
-def frame_turn(t: float, fps: float) -> int:
-    """The turn whose frame starts at ``t`` seconds (turn k starts at k/fps)."""
-    return int(math.floor(t * fps + _EPS))
-
-
-def window_turns(window: float | None, block: float | None, fps: float) -> tuple[int | None, int]:
-    """(turns the window holds, turns one eviction drops); (None, 0) without a window."""
-    if window is None:
-        if block is not None:
-            raise ValueError("eviction_block needs a window")
-        return None, 0
-    turns = int(math.floor(window * fps + _EPS))
-    if turns < 2:
-        raise ValueError(f"window must hold at least 2 frames at {fps:g} fps, got {window} s")
-    block_turns = max(1, turns // 4) if block is None else int(math.floor(block * fps + _EPS))
-    if not 1 <= block_turns < turns:
-        raise ValueError(f"eviction_block must hold at least one frame and fewer than the window's {turns}")
-    return turns, block_turns

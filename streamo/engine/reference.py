@@ -10,7 +10,6 @@ and ``benchmarks/stream_latency.py`` times it against the engine.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Sequence
 
@@ -18,10 +17,10 @@ import torch
 from PIL import Image
 from transformers import DynamicCache
 
-from ..protocol import DEFAULT_SYSTEM_PROMPT, STREAM_PLACEHOLDER, State, assistant_text, state_token_ids, turn_of, user_text
-from ..video.sampling import MAX_PIXELS, MIN_PIXELS
+from ..protocol import DEFAULT_SYSTEM_PROMPT, STREAM_PLACEHOLDER, State, assistant_text, frame_turn, state_token_ids, turn_of, user_text
+from ..video.sampling import MAX_PIXELS, MIN_PIXELS, fit_to_budget
 from .decoding import AnswerDecoder, DecisionRule
-from .session import StreamEvent, fit_to_budget
+from .session import StreamEvent
 
 
 def multimodal_messages(messages: Sequence[dict[str, str]]) -> list[dict]:
@@ -89,7 +88,7 @@ class ReencodeSession:
 
     def push_frame(self, image: Image.Image, t: float | None = None) -> StreamEvent:
         started = time.perf_counter()
-        turn = self._next_turn if t is None else int(math.floor(t * self.fps + 1e-6))
+        turn = self._next_turn if t is None else frame_turn(t, self.fps)
         questions = [question for at, question in self._waiting if at <= turn]
         self._waiting = [(at, question) for at, question in self._waiting if at > turn]
         self.frames.append(fit_to_budget(image, self.min_pixels, self.max_pixels))

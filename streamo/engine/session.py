@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 
 from ..protocol import DEFAULT_SYSTEM_PROMPT, State, state_token_ids
-from ..video.sampling import MAX_PIXELS, MIN_PIXELS, PATCH_FACTOR, smart_resize
+from ..video.sampling import MAX_PIXELS, MIN_PIXELS, PATCH_FACTOR, fit_to_budget
 from .cache import stream_cache
 from .context import StreamContext, Turn
 from .decoding import AnswerDecoder, DecisionRule
@@ -262,13 +262,3 @@ def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
-
-
-def fit_to_budget(image: Image.Image, min_pixels: int, max_pixels: int) -> Image.Image:
-    """RGB, sides multiples of 28 within the pixel budget (frames from ``streamo.video``
-    already are; other pictures are resized like Qwen2.5-VL's image rule)."""
-    image = image.convert("RGB")
-    height, width = smart_resize(image.height, image.width, min_pixels, max_pixels)
-    if (height, width) != (image.height, image.width):
-        image = image.resize((width, height), Image.Resampling.BICUBIC)
-    return image

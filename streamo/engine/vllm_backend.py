@@ -37,13 +37,13 @@ from typing import Any, Mapping
 import torch
 from PIL import Image
 
-from ..protocol import DEFAULT_SYSTEM_PROMPT, State, state_token_ids
-from ..video.sampling import MAX_PIXELS, MIN_PIXELS, PATCH_FACTOR
-from .context import StreamContext, window_turns
+from ..protocol import DEFAULT_SYSTEM_PROMPT, State, state_token_ids, window_turns
+from ..video.sampling import MAX_PIXELS, MIN_PIXELS, PATCH_FACTOR, fit_to_budget
+from .context import StreamContext
 from .decoding import AnswerDecoder, DecisionRule
 from .loading import ModelLoadError
 from .prompt import PromptTokens
-from .session import StreamEvent, fit_to_budget
+from .session import StreamEvent
 
 GPU_BLOCK_SIZE, CPU_BLOCK_SIZE = 16, 32
 """KV block sizes (vLLM's GPU default; the smallest its CPU attention takes): prefix caching

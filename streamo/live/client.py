@@ -191,9 +191,9 @@ async def stream_video(
 
 def open_video(client: LiveClient, video: str):
     """``video`` (file, frame directory, URL or ``-``) sampled at the session's fps and pixel
-    budget, as ``streamo stream`` samples it; raises ``StreamInputError``."""
-    from ..engine.command import open_input
+    budget, as ``streamo stream`` samples it; raises ``InputError``."""
     from ..video import MIN_PIXELS
+    from ..video.inputs import open_input
 
     return open_input(video, client.ready.fps, client.ready.limits.max_pixels, MIN_PIXELS)
 

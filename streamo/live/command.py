@@ -17,8 +17,10 @@ import socket
 import sys
 from pathlib import Path
 
-from ..argtypes import positive_float, positive_int, seconds
-from ..engine.command import StreamInputError, add_engine_options, format_line, gather_questions, latency_stats
+from ..argtypes import positive_float, positive_int
+from ..engine.command import (StreamInputError, add_engine_options, add_question_arguments, check_window, format_line,
+                              gather_questions)
+from ..errors import UsageError
 
 API_KEY_ENV = "STREAMO_API_KEY"
 
@@ -67,8 +69,7 @@ def run_serve(args: argparse.Namespace) -> int:
     key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if not is_loopback(args.host) and key is None:
         raise StreamInputError(f"refusing to listen on {args.host} without an API key: give --api-key or set {API_KEY_ENV}")
-    if args.window * args.fps < 2:
-        raise StreamInputError(f"--window must hold at least 2 frames at {args.fps:g} fps")
+    check_window(args.window, args.fps)
     roots = []
     for root in args.sources:
         if not root.is_dir():
@@ -142,11 +143,7 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
                         help="server address: http(s)://HOST:PORT, ws(s)://HOST:PORT, or HOST:PORT (ws://; wss:// on port 443)")
     parser.add_argument("--video", required=True,
                         help="video file, directory of frame pictures, stream URL (rtsp://, http://, ...) or - for stdin")
-    parser.add_argument("--question", action="append", default=[], help="question text (repeatable)")
-    parser.add_argument("--at", action="append", type=seconds, default=[],
-                        help="second at which the matching --question is asked (repeatable; default 0)")
-    parser.add_argument("--questions", type=Path, help="raw annotation file whose questions to ask")
-    parser.add_argument("--sample", type=int, default=0, help="record of --questions to use (default: 0)")
+    add_question_arguments(parser)
     parser.add_argument("--api-key", help=f"the server's key (default: ${API_KEY_ENV})")
     parser.add_argument("--json", action="store_true", help='print JSON lines {"t", "state", "text", "latency_ms"}')
     parser.add_argument("--realtime", action="store_true",
@@ -173,7 +170,7 @@ async def _client(args: argparse.Namespace) -> int:
         source = open_video(client, args.video)
         args.fps = client.ready.fps
         questions = gather_questions(args, source)
-    except StreamInputError:
+    except UsageError:
         await client.disconnect()
         raise
 
@@ -189,6 +186,8 @@ async def _client(args: argparse.Namespace) -> int:
         raise StreamInputError(f"{args.server}: the connection closed before the session's summary")
     closed = result.closed
     if result.events:
+        from ..metrics.scoring import latency_stats
+
         mean, p95, peak = latency_stats([event.latency_ms for event in result.events])
         print(f"{source.name}: {closed.frames} frames, {closed.responses} responses, {closed.dropped} dropped; "
               f"latency ms mean {mean:.1f}, p95 {p95:.1f}, max {peak:.1f}", file=sys.stderr)

@@ -12,7 +12,7 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
-from ..engine.session import fit_to_budget
+from ..video.sampling import fit_to_budget
 from .messages import ProtocolError
 
 FORMATS = frozenset({"JPEG", "PNG", "WEBP"})

@@ -31,8 +31,7 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..engine.decoding import DecisionRule
-from ..engine.context import frame_turn
-from ..protocol import State
+from ..protocol import State, frame_turn
 from .frames import decode_frame
 from .media import media_router
 from .messages import (
@@ -334,7 +333,7 @@ class LiveConnection:
             return
         latency = None
         if self.latencies:
-            from ..engine.command import latency_stats
+            from ..metrics.scoring import latency_stats
 
             mean, p95, peak = latency_stats(self.latencies)
             latency = LatencySummary(mean=round(mean, 3), p95=round(p95, 3), max=round(peak, 3))
@@ -475,8 +474,8 @@ class LiveConnection:
             self.state.metrics.dropped.inc(dropped)
 
     async def _play(self, target: str, asked: str, realtime: bool) -> None:
-        from ..engine.command import StreamInputError, open_input
         from ..video import MIN_PIXELS
+        from ..video.inputs import InputError, open_input
 
         count, reason = 0, "end"
         try:
@@ -498,7 +497,7 @@ class LiveConnection:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a decoder fault must end the source, not leave the session waiting
-            if isinstance(exc, StreamInputError):
+            if isinstance(exc, InputError):
                 log.warning("session %s: source %s: %s", self.id, target, exc)
             else:
                 log.exception("session %s: source %s failed", self.id, target)

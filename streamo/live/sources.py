@@ -3,17 +3,17 @@
 A path is taken relative to each ``--sources`` directory in turn and resolved (symlinks
 included) before it is checked, so ``..``, a symlink pointing out and an absolute path
 elsewhere all land outside every root and are refused. URLs are refused unless the server
-was started with ``--allow-urls``, and then only the schemes FFmpeg streams from.
+was started with ``--allow-urls``, and then only what ``video.inputs.is_url`` calls a stream URL
+(the same rule ``streamo stream`` opens ``--video`` by).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from ..video.inputs import URL_SCHEMES, is_url
 from .messages import ProtocolError, Source, excerpt
 
-URL_SCHEMES = frozenset({"http", "https", "rtsp", "rtsps", "rtmp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".ts"})
 MAX_LISTED = 1000
 
@@ -23,7 +23,7 @@ def resolve_source(request: Source, roots: list[Path], allow_urls: bool) -> str:
     if request.url is not None:
         if not allow_urls:
             raise ProtocolError("source_refused", "this server plays no URLs (it was started without --allow-urls)")
-        if urlsplit(request.url).scheme.lower() not in URL_SCHEMES:
+        if not is_url(request.url):
             raise ProtocolError("source_refused", f"URL scheme not allowed; use one of {', '.join(sorted(URL_SCHEMES))}")
         return request.url
     if not roots:

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 from ..convert import ConvertOptions, convert_sample
 from ..jsonfiles import iter_records
-from ..protocol import TOKEN_TO_STATE, ProtocolError, State, Timeline, Turn, parse_stream_messages
+from ..protocol import TOKEN_TO_STATE, ConversationError, State, Timeline, Turn, frame_turn, parse_stream_messages
 
 _STATE_NAMES: dict[str, State] = {state.value: state for state in State}
 _STATE_NAMES.update({token.lower(): state for token, state in TOKEN_TO_STATE.items()})
@@ -74,7 +74,7 @@ def load_truth(
         if isinstance(record, dict) and "messages" in record:
             try:
                 timeline = parse_stream_messages(record["messages"])
-            except (ProtocolError, AttributeError, TypeError) as exc:
+            except (ConversationError, AttributeError, TypeError) as exc:
                 problems.append(f"{where}: messages: {exc}")
                 continue
             if any(turn.state is None for turn in timeline.turns):
@@ -128,7 +128,7 @@ def predicted_timeline(records: list[PredictionRecord], truth: Timeline) -> tupl
     problems: list[str] = []
     latencies: list[float] = []
     for record in records:
-        turn_index = int(math.floor(record.t * truth.fps + 1e-6))
+        turn_index = frame_turn(record.t, truth.fps)
         if turn_index >= len(turns):
             problems.append(f"record {record.number}: t={record.t:g} s is past the last turn ({len(turns)} turns)")
             continue

@@ -263,10 +263,19 @@ def score_sample(
     )
 
 
-def _percentile(values: Sequence[float], fraction: float) -> float:
+def percentile(values: Iterable[float], fraction: float) -> float:
+    """The nearest-rank percentile of a non-empty collection: the smallest value that at least
+    ``fraction`` of the values do not exceed (``fraction`` 0.95: the p95 every report prints)."""
     ordered = sorted(values)
     position = min(int(math.ceil(fraction * len(ordered))) - 1, len(ordered) - 1)
     return ordered[max(position, 0)]
+
+
+def latency_stats(latencies: Iterable[float]) -> tuple[float, float, float]:
+    """Mean, p95 (``percentile``) and maximum of a non-empty collection: the latency figures of
+    ``streamo eval``'s report, ``streamo stream``'s and ``streamo client``'s summary and ``closed``."""
+    ordered = sorted(latencies)
+    return sum(ordered) / len(ordered), percentile(ordered, 0.95), ordered[-1]
 
 
 def aggregate(scores: Iterable[SampleScore], tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
@@ -304,12 +313,8 @@ def aggregate(scores: Iterable[SampleScore], tolerance: float = DEFAULT_TOLERANC
     }
     report: dict[str, Any] = {"summary": summary, "states": states, "timing": timing_dict, "answers": answers}
     if latencies:
-        report["latency_ms"] = {
-            "count": len(latencies),
-            "mean": sum(latencies) / len(latencies),
-            "p95": _percentile(latencies, 0.95),
-            "max": max(latencies),
-        }
+        mean, p95, peak = latency_stats(latencies)
+        report["latency_ms"] = {"count": len(latencies), "mean": mean, "p95": p95, "max": peak}
     return report
 
 

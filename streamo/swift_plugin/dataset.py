@@ -31,7 +31,7 @@ from swift.dataset.preprocessor import RowPreprocessor
 from swift.utils import get_logger, is_master
 
 from ..jsonfiles import atomic_write
-from ..protocol import ProtocolError, parse_stream_messages, turn_count
+from ..protocol import ConversationError, parse_stream_messages, turn_count
 from ..video import VideoError, probe_video, smart_resize
 from .frames import FrameSource
 from .windows import ChatMLCounter, WindowError, frame_tokens, split_windows
@@ -144,7 +144,7 @@ class StreamPreprocessor(RowPreprocessor):
         messages = [{"role": message.get("role"), "content": message.get("content")} for message in messages]
         try:
             timeline = parse_stream_messages(messages)
-        except ProtocolError as exc:
+        except ConversationError as exc:
             raise RemovedSample(f"field 'messages': {exc}") from None
         if not timeline.turns:
             raise RemovedSample("field 'messages': no <stream> turns")

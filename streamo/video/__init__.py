@@ -10,7 +10,7 @@ whole data file (``streamo frames``).
 from .cache import CacheEntry, FrameCache
 from .display import Display
 from .probe import VideoError, VideoInfo, probe_duration, probe_video
-from .sampling import MAX_PIXELS, MIN_PIXELS, SampledFrame, iter_frames, sample_frames, smart_resize
+from .sampling import MAX_PIXELS, MIN_PIXELS, SampledFrame, fit_to_budget, iter_frames, sample_frames, smart_resize
 
 __all__ = [
     "CacheEntry",
@@ -21,6 +21,7 @@ __all__ = [
     "SampledFrame",
     "VideoError",
     "VideoInfo",
+    "fit_to_budget",
     "iter_frames",
     "probe_duration",
     "probe_video",

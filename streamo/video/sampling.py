@@ -24,6 +24,7 @@ from PIL import Image
 
 from ..protocol import turn_count
 from .display import Display
+from .inputs import is_url
 from .probe import VideoError, probe
 
 log = logging.getLogger("streamo.video")
@@ -74,6 +75,16 @@ def smart_resize(
     return new_h, new_w
 
 
+def fit_to_budget(image: Image.Image, min_pixels: int, max_pixels: int) -> Image.Image:
+    """RGB, sides multiples of 28 within the pixel budget (frames from ``iter_frames``
+    already are; other pictures are resized like Qwen2.5-VL's image rule)."""
+    image = image.convert("RGB")
+    height, width = smart_resize(image.height, image.width, min_pixels, max_pixels)
+    if (height, width) != (image.height, image.width):
+        image = image.resize((width, height), Image.Resampling.BICUBIC)
+    return image
+
+
 class SampledFrame(NamedTuple):
     """One turn's frame: its turn index, its presentation time (s from the first frame), the picture."""
 
@@ -84,7 +95,7 @@ class SampledFrame(NamedTuple):
 
 def _is_file(source) -> bool:
     """A local file (its length is known up front), as opposed to a URL or an open stream."""
-    return isinstance(source, os.PathLike) or (isinstance(source, str) and "://" not in source)
+    return isinstance(source, os.PathLike) or (isinstance(source, str) and not is_url(source))
 
 
 def _name(source) -> str:

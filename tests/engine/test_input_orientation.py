@@ -3,7 +3,7 @@
 
 from PIL import Image
 
-from streamo.engine.command import open_input
+from streamo.video.inputs import open_input
 from streamo.video import MIN_PIXELS, smart_resize
 from streamo.video.synthetic import frame_times, read_code, write_clip
 

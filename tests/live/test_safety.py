@@ -205,6 +205,19 @@ def test_url_sources_only_when_allowed(loaded_model, tmp_path):
         files.shutdown()
 
 
+@pytest.mark.parametrize("url", ["https:/etc/passwd", "http:clip.mp4", "file:///etc/passwd", "udp://@:1234"])
+def test_with_allow_urls_only_what_stream_calls_a_url_plays(url, tmp_path):
+    """The server's rule is ``streamo stream``'s (``video.inputs.is_url``): an allowed scheme without a host
+    would be opened as a path relative to the server's directory, outside every --sources root."""
+    from streamo.live.messages import ProtocolError, Source
+    from streamo.live.sources import resolve_source
+
+    with pytest.raises(ProtocolError) as refused:
+        resolve_source(Source(type="source", url=url), [tmp_path], allow_urls=True)
+    assert refused.value.code == "source_refused"
+    assert resolve_source(Source(type="source", url="rtsp://cam.local/s"), [], allow_urls=True) == "rtsp://cam.local/s"
+
+
 async def _first_reply_to_source(server_url, url):
     client = await LiveClient.connect(server_url)
     await client.play_source(url=url)

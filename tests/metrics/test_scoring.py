@@ -4,7 +4,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamo.metrics import aggregate, match_responses, score_sample, state_metrics
+from streamo.metrics import aggregate, latency_stats, match_responses, percentile, score_sample, state_metrics
 
 #            0123456789012345678901234
 TRUTH = "SSSSBBBRSSSSSRSSSBBBBRSSSS"
@@ -173,3 +173,19 @@ def test_counts_add_up_for_any_pair_of_timelines(timeline, truth_codes, predicte
     assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["macro_f1"] <= 1
     assert (metrics["accuracy"] == 1) == (truth_codes[:n] == predicted_codes[:n])
     assert state_metrics(score_sample(truth, truth).confusion)["macro_f1"] == 1
+
+
+def test_p95_is_the_nearest_rank_every_report_prints():
+    """The smallest value that at least 95 % of the values do not exceed, in the eval report and
+    in the summaries of stream, client and serve (all through ``latency_stats``)."""
+    ten = [float(value) for value in range(1, 11)]
+    assert percentile(ten, 0.95) == 10.0  # 9 of 10 is 90 %: only the largest covers 95 %
+    assert percentile(list(range(1, 21)), 0.95) == 19 and percentile([7.0], 0.95) == 7.0
+    assert latency_stats(reversed(ten)) == (5.5, 10.0, 10.0)
+
+
+@given(st.lists(st.floats(0, 1e6), min_size=1, max_size=300))
+def test_p95_covers_at_least_95_percent_and_is_the_smallest_that_does(values):
+    p95 = percentile(values, 0.95)
+    assert p95 in values and sum(value <= p95 for value in values) >= 0.95 * len(values)
+    assert sum(value < p95 for value in values) < 0.95 * len(values)
