@@ -311,8 +311,10 @@ def _round_trips_ms(url: str, pictures: list[bytes], frames: int) -> list[float]
 
 
 def _p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+    """The p95 every Streamo report prints (``streamo.metrics.percentile``)."""
+    from streamo.metrics import percentile
+
+    return percentile(values, 0.95)
 
 
 def _metric(url: str, name: str) -> float:
