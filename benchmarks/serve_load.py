@@ -146,7 +146,7 @@ def _read_frames(folder: Path) -> list[list[bytes]]:
 def _engine_only_ms(model_dir: Path, args, videos: list[list[bytes]]) -> float:
     from PIL import Image
 
-    from streamo.model_eval import EngineSettings, StreamModel
+    from streamo.engine.model import EngineSettings, StreamModel
 
     model = StreamModel(model_dir, EngineSettings(window=120.0, max_pixels=args.max_pixels), args.device)
     session = model.session()

@@ -28,7 +28,8 @@ question through ``stream(request)`` and lets the model decide when to answer: i
 turned into probe replies (CRR: "Yes" once it has answered; SSR: "Yes" while it is in Standby
 or answers; REC: the number of answers so far) and also scored for latency against the
 annotated evidence times (CRR ``clue_time``, REC ``end_times``, SSR the step's ``end_time``).
-The prompts are Streamo's own wording, not the benchmark's.
+The prompts are Streamo's own wording, not the benchmark's. ``ovobench_model`` plugs the
+streaming engine into both; ``read_replies`` scores a saved run instead.
 """
 
 from __future__ import annotations
@@ -422,3 +423,30 @@ def latency_score(runs: Iterable[StreamRun], tolerance: float = 1.0, horizon: fl
 def results_as_records(results: Iterable[ProbeResult]) -> list[dict[str, Any]]:
     """Probe results as JSON-ready records (for saving a run and scoring it later)."""
     return [{**asdict(result.probe), "reply": result.reply, "error": result.error, "correct": result.correct} for result in results]
+
+
+def read_replies(path: str | os.PathLike[str], items: list) -> tuple[list, list[str]]:
+    """Probe results from a replies file (JSON lines ``{"id", "index", "reply"}``, as
+    ``streamo ovobench --predictions-out`` writes them); a probe without a reply is wrong."""
+    replies: dict[tuple[str, int], Any] = {}
+    problems = []
+    for number, record in enumerate(iter_records(path), start=1):
+        index = record.get("index", 0) if isinstance(record, dict) else None
+        reply = record.get("reply") if isinstance(record, dict) else None
+        if isinstance(index, bool) or not isinstance(index, int) or not (reply is None or isinstance(reply, str)):
+            problems.append(f"{path}: record {number}: expected {{id, index, reply}} with a text or null reply")
+            continue
+        key = (str(record.get("id")), index)
+        if key in replies:
+            problems.append(f"{path}: record {number}: second reply for item {key[0]} probe {index}; kept the first")
+            continue
+        replies[key] = reply
+    results, unanswered = [], 0
+    for item in items:
+        for probe in item.probes:
+            key = (str(probe.item_id), probe.index)
+            unanswered += key not in replies
+            results.append(ProbeResult(probe, replies.get(key), None if key in replies else "no reply in the predictions"))
+    if unanswered:
+        problems.append(f"{path}: {unanswered} probes have no reply and count as wrong")
+    return results, problems

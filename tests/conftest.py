@@ -61,7 +61,7 @@ def vllm_example_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def vllm_model(vllm_example_model):
     """That model loaded on the vLLM backend (one engine for the whole test session)."""
-    from streamo.model_eval import EngineSettings, StreamModel
+    from streamo.engine.model import EngineSettings, StreamModel
 
     settings = EngineSettings(max_pixels=VLLM_MAX_PIXELS, backend="vllm",
                               vllm={"max_model_len": 8192, "engine_args": {"kv_cache_memory_bytes": 1 << 30}})

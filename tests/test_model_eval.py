@@ -15,7 +15,8 @@ import pytest
 
 from streamo.cli import main
 from streamo.metrics.data import TruthSample
-from streamo.model_eval import EngineSettings, EvalSample, predict_sample
+from streamo.engine.model import EngineSettings
+from streamo.model_eval import EvalSample, predict_sample
 from streamo.protocol import State, Timeline, Turn
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "ovo_bench_annotations.json"
@@ -88,7 +89,7 @@ def test_eval_model_refuses_unusable_inputs_in_one_line(tiny_model, tmp_path, ca
 
 def test_sessions_open_with_the_system_prompt_training_used(tiny_model, clip, tmp_path, capsys):
     from streamo.cli import build_parser
-    from streamo.model_eval import StreamModel, engine_settings
+    from streamo.engine.model import StreamModel, engine_settings
 
     data = _raw_file(tmp_path, clip)
     prompt = tmp_path / "prompt.txt"

@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_model(args: argparse.Namespace, predictions: Path) -> list[str]:
     """Play every sample of ``args.data`` through ``args.model`` into ``predictions``."""
     from ..jsonfiles import RecordWriter
-    from ..model_eval import StreamModel, engine_settings, load_eval_samples, predict_samples
+    from ..engine.model import StreamModel, engine_settings
+    from ..model_eval import load_eval_samples, predict_samples
 
     samples, problems = load_eval_samples(args.data, args.fps, args.video_prefix)
     if not samples:

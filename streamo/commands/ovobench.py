@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.annotations}: no usable item")
     report: dict = {}
     if args.model is not None:
-        from ..model_eval import StreamModel, engine_settings, ovobench_run
+        from ..engine.model import StreamModel, engine_settings
+        from ..ovobench_model import ovobench_run
 
         model = StreamModel(args.model, engine_settings(args), args.device)
         try:
@@ -57,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
             model.close()
         report["latency"] = latency_score(runs)
     else:
-        from ..model_eval import ovobench_replies
+        from ..ovobench import read_replies
 
-        results, reply_problems = ovobench_replies(args.predictions, items)
+        results, reply_problems = read_replies(args.predictions, items)
         problems += reply_problems
     failed = [f"item {r.probe.item_id!r} probe {r.probe.index}: {r.error}" for r in results if r.error]
     for problem in failed[:20]:

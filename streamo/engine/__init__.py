@@ -16,6 +16,8 @@ _EXPORTS = {
     "chunk_positions": "prompt",
     "StreamEvent": "session",
     "StreamingSession": "session",
+    "EngineSettings": "model",
+    "StreamModel": "model",
     "ModelLoadError": "loading",
     "load_stream_model": "loading",
 }

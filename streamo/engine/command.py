@@ -19,12 +19,10 @@ from typing import TYPE_CHECKING
 from ..argtypes import engine_arg, positive_float, positive_int, probability, seconds, system_prompt_file
 from ..errors import UsageError
 from ..protocol import MIN_WINDOW_TURNS, State, format_seconds, time_tag, turn_of, window_turns
+from .backend import BACKENDS
 
 if TYPE_CHECKING:
     from ..video.inputs import FrameInput
-
-BACKENDS = ("transformers", "vllm")
-"""What can run the model: the KV-cache engine (``session``) or vLLM (``vllm_backend``)."""
 
 
 class StreamInputError(UsageError, ValueError):
@@ -51,9 +49,9 @@ def add_engine_options(parser: argparse.ArgumentParser, window: float | None = N
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--system-prompt-file", dest="system_prompt", type=system_prompt_file, metavar="FILE",
                         help="UTF-8 file with the system prompt the model was trained with (default: Streamo's built-in prompt)")
-    parser.add_argument("--backend", choices=BACKENDS, default="transformers",
-                        help="what runs the model: transformers (the KV-cache engine, exact, runs anywhere) or vllm "
-                        "(batched sessions, paged KV cache, several GPUs; needs the vllm extra) (default: transformers)")
+    described = [f"{name} ({backend.summary})" for name, backend in BACKENDS.items()]
+    parser.add_argument("--backend", choices=list(BACKENDS), default="transformers",
+                        help=f"what runs the model: {', '.join(described[:-1])} or {described[-1]} (default: transformers)")
     vllm = parser.add_argument_group("vLLM backend", "with --backend vllm (docs/serving.md#vllm)")
     vllm.add_argument("--tensor-parallel-size", type=positive_int, default=1, metavar="N", help="GPUs one model is split over (default: 1)")
     vllm.add_argument("--pipeline-parallel-size", type=positive_int, default=1, metavar="N",
@@ -151,7 +149,7 @@ def format_line(event, fps: float) -> str:
 
 
 def run_stream(args: argparse.Namespace) -> int:
-    from ..model_eval import StreamModel, engine_settings
+    from .model import StreamModel, engine_settings
     from ..video import MIN_PIXELS
     from ..video.inputs import open_input
     from .loading import ModelLoadError, training_max_pixels

@@ -21,7 +21,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import State, assistant_text, carried_questions, frame_turn, turn_of, window_turns
+from ..protocol import (DEFAULT_SYSTEM_PROMPT, State, assistant_text, carried_questions, frame_turn, state_token_ids,
+                        turn_of, window_turns)
+from ..video.sampling import MAX_PIXELS, MIN_PIXELS, PATCH_FACTOR
+from .decoding import AnswerDecoder, DecisionRule
 from .prompt import PromptTokens
 
 
@@ -30,7 +33,7 @@ class ContextBudgetError(ValueError):
 
 
 @dataclass
-class Turn:
+class ContextTurn:
     """One second of the conversation: its frame's place in the prompt and the reply to it."""
 
     index: int
@@ -63,7 +66,7 @@ class StreamContext:
         """Room kept for the longest reply (state token, answer, end of message)."""
         self.max_frame_tokens = max_frame_tokens
         """Image pads of the largest frame (the pixel budget's), for checking a question before its frame comes."""
-        self.turns: list[Turn] = []
+        self.turns: list[ContextTurn] = []
         """Turns in the context, oldest first (after an eviction, the retained window)."""
         self.next_turn = 0
         self._asked: list[tuple[int, str]] = []  # (turn, question) of every question shown so far
@@ -104,18 +107,18 @@ class StreamContext:
             raise ValueError(f"frame at t={t} belongs to turn {turn}, but turn {self.next_turn - 1} was already read")
         return turn
 
-    def open_turn(self, turn: int, grid: tuple[int, int], frame: Any = None) -> Turn:
+    def open_turn(self, turn: int, grid: tuple[int, int], frame: Any = None) -> ContextTurn:
         """The new turn with the questions due by it (they stop waiting)."""
         questions = [question for at, question in self._waiting if at <= turn]
         self._waiting = [(at, question) for at, question in self._waiting if at > turn]
-        return Turn(turn, questions, grid, self.tokens.user(turn, questions, grid[0] * grid[1]), frame=frame)
+        return ContextTurn(turn, questions, grid, self.tokens.user(turn, questions, grid[0] * grid[1]), frame=frame)
 
     @property
     def evicts(self) -> bool:
         """Turns may be dropped (a window or a token budget): the backend keeps what re-reads them."""
         return self.window_turns is not None or self.max_tokens is not None
 
-    def evict(self, current: Turn) -> bool:
+    def evict(self, current: ContextTurn) -> bool:
         """Make room for ``current``; True when turns were dropped (the retained window must be re-read).
         Raises ``ContextBudgetError`` (nothing dropped) when ``current`` cannot fit even alone."""
         drop = 0
@@ -159,11 +162,11 @@ class StreamContext:
             ids += turn.reply_ids
         return ids
 
-    def prompt_ids(self, current: Turn) -> list[int]:
+    def prompt_ids(self, current: ContextTurn) -> list[int]:
         """Everything the model reads before deciding ``current``: system, retained turns, the new turn."""
         return self.system_ids + self.retained_ids() + current.user_ids
 
-    def close(self, turn: Turn, state: State, answer: str) -> None:
+    def close(self, turn: ContextTurn, state: State, answer: str) -> None:
         """Record the decision as training writes it; the turn joins the context."""
         turn.state, turn.answer = state, answer
         turn.reply_ids = self.tokens.reply(state, answer)
@@ -176,7 +179,7 @@ class StreamContext:
         user = self.tokens.user(self.next_turn if turn is None else turn, questions, self.max_frame_tokens)
         return len(self.system_ids) + len(user) + self.reserve
 
-    def first_questions(self, turn: Turn) -> list[str]:
+    def first_questions(self, turn: ContextTurn) -> list[str]:
         """The questions ``turn`` shows when it opens the window: its own after those asked before it."""
         earlier = [question for at, question in self._asked if at < turn.index]
         return carried_questions(turn.questions, earlier) + turn.questions
@@ -190,3 +193,54 @@ class StreamContext:
             messages.append({"role": "user", "content": self.tokens.user_content(turn.index, questions)})
             messages.append({"role": "assistant", "content": assistant_text(turn.state, turn.answer)})
         return messages
+
+
+class ContextSession:
+    """What every backend's session shares: its settings, its ``StreamContext``, the decision and
+    answer rules, and the accessors that only read the context. A backend's session adds the
+    model work (``push_frame``, ``cache_length``, ``context_ids``); see ``backend.Session``."""
+
+    def __init__(
+        self,
+        tokenizer,
+        vocab_rows: int,
+        fps: float = 1.0,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        window: float | None = None,
+        eviction_block: float | None = None,
+        decision: DecisionRule | None = None,
+        max_new_tokens: int = 128,
+        max_pixels: int = MAX_PIXELS,
+        min_pixels: int = MIN_PIXELS,
+        max_context_tokens: int | None = None,
+    ) -> None:
+        """``tokenizer`` holds the three state tokens; ``vocab_rows``: rows of the model's output layer."""
+        if not fps > 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.tokenizer = tokenizer
+        self.fps = fps
+        self.system_prompt = system_prompt
+        self.decision = decision or DecisionRule()
+        self.max_pixels, self.min_pixels = max_pixels, min_pixels
+        self.tokens = PromptTokens(tokenizer, fps)
+        self.context = StreamContext(self.tokens, system_prompt, window, eviction_block, max_context_tokens,
+                                     max_new_tokens, max_pixels // PATCH_FACTOR ** 2)
+        self.state_ids = state_token_ids(tokenizer)
+        self.decoder = AnswerDecoder(tokenizer, vocab_rows, max_new_tokens)
+
+    def ask(self, text: str, t: float | None = None) -> int:
+        """Show ``text`` with the frame of moment ``t`` (seconds; "5" means the turn <4s-5s>),
+        or with the next frame when ``t`` is None or that frame was already pushed.
+        Returns the turn that will carry the question."""
+        return self.context.ask(text, t)
+
+    @property
+    def waiting_questions(self) -> list[tuple[int, str]]:
+        """(turn, text) of questions whose frame has not been pushed yet."""
+        return self.context.waiting_questions
+
+    def context_messages(self) -> list[dict[str, str]]:
+        """The conversation in the context, in stream format (``<stream>`` for each frame):
+        with a window, a training window whose first turn repeats earlier questions."""
+        return self.context.messages()
+

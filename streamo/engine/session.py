@@ -35,12 +35,11 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from ..protocol import DEFAULT_SYSTEM_PROMPT, State, state_token_ids
-from ..video.sampling import MAX_PIXELS, MIN_PIXELS, PATCH_FACTOR, fit_to_budget
+from ..protocol import State
+from ..video.sampling import fit_to_budget
 from .cache import stream_cache
-from .context import StreamContext, Turn
-from .decoding import AnswerDecoder, DecisionRule
-from .prompt import PromptTokens, chunk_positions
+from .context import ContextSession, ContextTurn
+from .prompt import chunk_positions
 
 
 @dataclass
@@ -69,7 +68,7 @@ class StreamEvent:
         return {"t": self.t, "state": self.state.value, "text": self.text, "latency_ms": round(self.latency_ms, 3)}
 
 
-class StreamingSession:
+class StreamingSession(ContextSession):
     """Feed frames (``push_frame``) and questions (``ask``); get one ``StreamEvent`` per frame.
 
     ``model`` is a ``Qwen2_5_VLForConditionalGeneration`` whose tokenizer holds the three
@@ -77,34 +76,11 @@ class StreamingSession:
     ``window`` (seconds) bounds the cache; ``None`` keeps the whole stream.
     """
 
-    def __init__(
-        self,
-        model,
-        processor,
-        fps: float = 1.0,
-        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-        window: float | None = None,
-        eviction_block: float | None = None,
-        decision: DecisionRule | None = None,
-        max_new_tokens: int = 128,
-        max_pixels: int = MAX_PIXELS,
-        min_pixels: int = MIN_PIXELS,
-        max_context_tokens: int | None = None,
-    ) -> None:
-        if not fps > 0:
-            raise ValueError(f"fps must be > 0, got {fps}")
+    def __init__(self, model, processor, **options: Any) -> None:
+        """``options``: ``ContextSession``'s (fps, system_prompt, window, decision, budgets ...)."""
         self.model = model
         self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.fps = fps
-        self.system_prompt = system_prompt
-        self.decision = decision or DecisionRule()
-        self.max_pixels, self.min_pixels = max_pixels, min_pixels
-        self.tokens = PromptTokens(self.tokenizer, fps)
-        self.context = StreamContext(self.tokens, system_prompt, window, eviction_block, max_context_tokens,
-                                     max_new_tokens, max_pixels // PATCH_FACTOR ** 2)
-        self.state_ids = state_token_ids(self.tokenizer)
-        self.decoder = AnswerDecoder(self.tokenizer, model.lm_head.weight.shape[0], max_new_tokens)
+        super().__init__(processor.tokenizer, model.lm_head.weight.shape[0], **options)
         self.merge_size = model.config.vision_config.spatial_merge_size
         self.device = model.device
 
@@ -120,12 +96,6 @@ class StreamingSession:
         self._prefix_position = self._next_position
 
     # ----------------------------------------------------------------- public API
-
-    def ask(self, text: str, t: float | None = None) -> int:
-        """Show ``text`` with the frame of moment ``t`` (seconds; "5" means the turn <4s-5s>),
-        or with the next frame when ``t`` is None or that frame was already pushed.
-        Returns the turn that will carry the question."""
-        return self.context.ask(text, t)
 
     def push_frame(self, image: Image.Image, t: float | None = None) -> StreamEvent:
         """Read the frame of moment ``t`` (its turn's start, seconds; None: the next turn)
@@ -152,11 +122,6 @@ class StreamingSession:
                            context_tokens, cached)
 
     @property
-    def waiting_questions(self) -> list[tuple[int, str]]:
-        """(turn, text) of questions whose frame has not been pushed yet."""
-        return self.context.waiting_questions
-
-    @property
     def cache_length(self) -> int:
         """Tokens whose keys and values the cache holds."""
         return self._cache.get_seq_length()
@@ -164,11 +129,6 @@ class StreamingSession:
     def context_ids(self) -> list[int]:
         """Every token the model has read or will read before the next frame."""
         return self._ids + self._pending
-
-    def context_messages(self) -> list[dict[str, str]]:
-        """The conversation in the cache, in stream format (``<stream>`` for each frame):
-        with a window, a training window whose first turn repeats earlier questions."""
-        return self.context.messages()
 
     # ----------------------------------------------------------------- internals
 
@@ -225,7 +185,7 @@ class StreamingSession:
                 hidden = self._forward([token], [], [])
         return self.decoder.text(answer)
 
-    def _close_reply(self, turn: Turn, state: State, answer: str) -> None:
+    def _close_reply(self, turn: ContextTurn, state: State, answer: str) -> None:
         """Record the reply as training writes it; decoded tokens that differ from its
         tokenization are dropped from the cache and the rest waits for the next prefill."""
         self.context.close(turn, state, answer)
@@ -239,7 +199,7 @@ class StreamingSession:
             self._truncate(self._reply_start + same)
         self._pending = turn.reply_ids[same:]
 
-    def _refill(self, current: Turn) -> torch.Tensor:
+    def _refill(self, current: ContextTurn) -> torch.Tensor:
         """After an eviction: the retained window and the new turn, re-encoded after the cached
         system prompt in one forward pass (cached frame embeddings, no vision encoder)."""
         self._truncate(self._prefix_length)
@@ -247,6 +207,32 @@ class StreamingSession:
         turns = self.context.turns
         return self._forward(self.context.retained_ids() + current.user_ids,
                              [turn.frame for turn in turns] + [current.frame], [turn.grid for turn in turns] + [current.grid])
+
+
+class TransformersEngine:
+    """A checkpoint loaded with transformers: every session reads the one model, one at a time."""
+
+    def __init__(self, model, processor) -> None:
+        self.model, self.processor = model, processor
+        config = model.config
+        self.position_limit = getattr(getattr(config, "text_config", config), "max_position_embeddings", None)
+
+    def session(self, **options: Any) -> StreamingSession:
+        return StreamingSession(self.model, self.processor, **options)
+
+    def model_threads(self, max_sessions: int) -> int:
+        """One: the sessions share one model and one device stream."""
+        return 1
+
+    def close(self) -> None:
+        """Nothing to stop: the weights go with the last reference."""
+
+
+def load(path, settings, max_pixels: int, device: str | None) -> TransformersEngine:
+    """The ``transformers`` backend (``backend.BACKENDS``): the checkpoint on ``device``."""
+    from .loading import load_stream_model
+
+    return TransformersEngine(*load_stream_model(path, device))
 
 
 def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager:

@@ -37,12 +37,11 @@ from typing import Any, Mapping
 import torch
 from PIL import Image
 
-from ..protocol import DEFAULT_SYSTEM_PROMPT, State, state_token_ids, window_turns
+from ..protocol import State, window_turns
 from ..video.sampling import MAX_PIXELS, MIN_PIXELS, PATCH_FACTOR, fit_to_budget
-from .context import StreamContext
-from .decoding import AnswerDecoder, DecisionRule
+from .context import ContextSession
+from .decoding import AnswerDecoder
 from .loading import ModelLoadError
-from .prompt import PromptTokens
 from .session import StreamEvent
 
 GPU_BLOCK_SIZE, CPU_BLOCK_SIZE = 16, 32
@@ -122,6 +121,7 @@ class VllmEngine:
             self._stop_loop()
             raise
         self.max_model_len = self.llm.model_config.max_model_len
+        self.position_limit = self.max_model_len - 1  # the prompt and the one token decided after it
         self.vocab_rows = self.llm.model_config.get_vocab_size()
         self.answer_ids = AnswerDecoder(self.tokenizer, self.vocab_rows, 1).allowed_ids()
         """The ids an answer may use, once for every session (about 151,000)."""
@@ -144,6 +144,14 @@ class VllmEngine:
                 raise
             # AsyncLLM reports a refused input as a bare EngineGenerateError: say what it was.
             raise RuntimeError(f"vLLM refused the request: {type(cause).__name__}: {cause}") from exc
+
+    def session(self, **options: Any) -> "VllmSession":
+        return VllmSession(self, **options)
+
+    def model_threads(self, max_sessions: int) -> int:
+        """One per session: vLLM batches whatever requests are in flight, so every session's
+        next request can be in its batch at once."""
+        return max_sessions
 
     def close(self) -> None:
         """Stop vLLM's engine processes and the loop thread."""
@@ -183,56 +191,44 @@ def start_engine(model_dir: str | Path, tokenizer, max_pixels: int, min_pixels: 
         raise ModelLoadError(f"{model_dir}: vLLM could not start the model: {exc}") from None
 
 
+def load(path: str | Path, settings, max_pixels: int, device: str | None) -> VllmEngine:
+    """The ``vllm`` backend (``backend.BACKENDS``): an engine sized for ``settings``' sessions."""
+    from .loading import load_stream_processor
+
+    if device is not None:
+        raise ModelLoadError("--device is the transformers backend's; vLLM places the model on its platform's "
+                             "devices (CUDA_VISIBLE_DEVICES chooses GPUs)")
+    processor = load_stream_processor(path)
+    return start_engine(path, processor.tokenizer, max_pixels, MIN_PIXELS, VllmOptions(**settings.vllm),
+                        settings.window, settings.fps)
+
+
 @dataclass
-class _Frame:
+class _VllmFrame:
     uuid: str
     image: Image.Image
     sent: bool = False
 
 
-class VllmSession:
+class VllmSession(ContextSession):
     """Feed frames (``push_frame``) and questions (``ask``); get one ``StreamEvent`` per frame,
     exactly as ``StreamingSession`` does, with vLLM doing the model work."""
 
-    def __init__(
-        self,
-        engine: VllmEngine,
-        fps: float = 1.0,
-        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-        window: float | None = None,
-        eviction_block: float | None = None,
-        decision: DecisionRule | None = None,
-        max_new_tokens: int = 128,
-        max_pixels: int | None = None,
-        min_pixels: int | None = None,
-        max_context_tokens: int | None = None,
-    ) -> None:
-        if not fps > 0:
-            raise ValueError(f"fps must be > 0, got {fps}")
+    def __init__(self, engine: VllmEngine, max_pixels: int | None = None, min_pixels: int | None = None,
+                 max_context_tokens: int | None = None, **options: Any) -> None:
+        """``options``: ``ContextSession``'s (fps, system_prompt, window, decision ...); the pixel
+        budget is the engine's unless given."""
         self.engine = engine
-        self.tokenizer = engine.tokenizer
-        self.fps = fps
-        self.system_prompt = system_prompt
-        self.decision = decision or DecisionRule()
-        self.max_pixels = max_pixels or engine.max_pixels
-        self.min_pixels = min_pixels or engine.min_pixels
-        if (self.max_pixels, self.min_pixels) != (engine.max_pixels, engine.min_pixels):
-            raise ValueError("a vLLM session's pixel budget is its engine's (vLLM sized its engine for that budget)")
-        self.tokens = PromptTokens(self.tokenizer, fps)
         # The engine's max_model_len bounds every request (the prompt and the token decided after it).
         budget = min(max_context_tokens or engine.max_model_len, engine.max_model_len - 1)
-        self.context = StreamContext(self.tokens, system_prompt, window, eviction_block, budget, max_new_tokens,
-                                     self.max_pixels // PATCH_FACTOR ** 2)
-        self.state_ids = state_token_ids(self.tokenizer)
+        super().__init__(engine.tokenizer, engine.vocab_rows, max_pixels=max_pixels or engine.max_pixels,
+                         min_pixels=min_pixels or engine.min_pixels, max_context_tokens=budget, **options)
+        if (self.max_pixels, self.min_pixels) != (engine.max_pixels, engine.min_pixels):
+            raise ValueError("a vLLM session's pixel budget is its engine's (vLLM sized its engine for that budget)")
         self._state_list = [self.state_ids[state] for state in State]
-        self.decoder = AnswerDecoder(self.tokenizer, engine.vocab_rows, max_new_tokens)
         self._id = uuid.uuid4().hex
         self.last_prompt_ids: list[int] = []
         """The prompt of the latest decision as vLLM read it (image pads expanded by vLLM)."""
-
-    def ask(self, text: str, t: float | None = None) -> int:
-        """Show ``text`` with the frame of moment ``t`` (or the next frame); returns its turn."""
-        return self.context.ask(text, t)
 
     def push_frame(self, image: Image.Image, t: float | None = None) -> StreamEvent:
         """Read the frame of moment ``t`` (None: the next turn) and decide."""
@@ -240,7 +236,7 @@ class VllmSession:
         turn = self.context.turn_at(t)
         image = fit_to_budget(image, self.min_pixels, self.max_pixels)
         grid = (image.height // PATCH_FACTOR, image.width // PATCH_FACTOR)  # one visual token per 28 x 28
-        current = self.context.open_turn(turn, grid, _Frame(f"{self._id}-{turn}", image))
+        current = self.context.open_turn(turn, grid, _VllmFrame(f"{self._id}-{turn}", image))
         self.context.evict(current)
         ids = self.context.prompt_ids(current)
         frames = [kept.frame for kept in self.context.turns] + [current.frame]
@@ -267,10 +263,6 @@ class VllmSession:
                            context_tokens=len(ids), cached_tokens=cached)
 
     @property
-    def waiting_questions(self) -> list[tuple[int, str]]:
-        return self.context.waiting_questions
-
-    @property
     def cache_length(self) -> int:
         """Tokens of the latest decision's context (vLLM holds their keys and values while it can)."""
         return len(self.last_prompt_ids)
@@ -279,10 +271,7 @@ class VllmSession:
         """Every token the model has read or will read before the next frame."""
         return self.context.system_ids + self.context.retained_ids()
 
-    def context_messages(self) -> list[dict[str, str]]:
-        return self.context.messages()
-
-    def _answer(self, ids: list[int], frames: list[_Frame]) -> str:
+    def _answer(self, ids: list[int], frames: list[_VllmFrame]) -> str:
         params = self.engine.SamplingParams(
             max_tokens=self.decoder.max_new_tokens, temperature=0.0, allowed_token_ids=self.engine.answer_ids,
             stop_token_ids=sorted(self.decoder.stop_ids), detokenize=False,
@@ -292,7 +281,7 @@ class VllmSession:
             tokens.pop()
         return self.decoder.text(tokens)
 
-    def _generate(self, ids: list[int], frames: list[_Frame], params) -> Any:
+    def _generate(self, ids: list[int], frames: list[_VllmFrame], params) -> Any:
         """One request; frames vLLM has seen go by id alone, and all go again if its cache dropped one."""
         try:
             output = self.engine.generate(self._prompt(ids, frames, resend=False), params)
@@ -304,7 +293,7 @@ class VllmSession:
             frame.sent = True
         return output
 
-    def _prompt(self, ids: list[int], frames: list[_Frame], resend: bool) -> dict[str, Any]:
+    def _prompt(self, ids: list[int], frames: list[_VllmFrame], resend: bool) -> dict[str, Any]:
         return {
             "prompt_token_ids": collapse_image_pads(ids, self.tokens.image_token_id),
             "multi_modal_data": {"image": [frame.image if resend or not frame.sent else None for frame in frames]},

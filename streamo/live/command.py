@@ -80,8 +80,7 @@ def run_serve(args: argparse.Namespace) -> int:
     listener = listen(args.host, args.port)  # before the model loads: a taken port fails in a second
 
     from ..engine.loading import ModelLoadError
-    from ..model_eval import StreamModel, engine_settings
-    from ..video import MIN_PIXELS
+    from ..engine.model import StreamModel, engine_settings
 
     try:
         model = StreamModel(args.model, engine_settings(args), args.device)
@@ -93,8 +92,7 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(api_key=key, max_sessions=args.max_sessions, max_queue=args.max_queue,
                              idle_timeout=args.idle_timeout, sources=roots, allow_urls=args.allow_urls,
                              max_connections=args.max_connections, allow_origins=args.allow_origin)
-    state = AppState(settings, served_name(args.model), model.session, args.fps, args.window,
-                     args.response_threshold, model.max_pixels, MIN_PIXELS, args.backend, model.max_context_tokens)
+    state = AppState(settings, served_name(args.model), model)
     scheme = "https" if args.ssl_certfile else "http"
     print(f"streamo serve: {args.model} on {args.backend} at {scheme}://{args.host}:{args.port}/ (page), sessions on "
           f"/v1/stream; API key {'required' if key else 'not required (loopback)'}", file=sys.stderr, flush=True)

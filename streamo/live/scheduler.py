@@ -3,17 +3,16 @@
 Each session has a FIFO of work (its start, questions, frames, markers) so a question lands
 between the frames it was asked between. The model threads serve the sessions round-robin,
 one item each in turn, so a flooding session cannot starve a quiet one; a session has at
-most one item in progress, so its items run in order. The transformers engine runs in one
-thread (its sessions share one model and one device stream); the vLLM backend gets a thread
-per session, so that every session's next request can be in vLLM's batch at once. Only
-frames are bounded: when ``max_queue`` frames wait, the oldest waiting frame is dropped and counted,
-and the next decided frame reports the count. Frames keep their absolute times, so a
+most one item in progress, so its items run in order. The backend says how many threads
+(``Engine.model_threads``): the transformers engine runs in one (its sessions share one model
+and one device stream); vLLM gets one per session, so that every session's next request can
+be in its batch at once. Only frames are bounded: when ``max_queue`` frames wait, the oldest
+waiting frame is dropped and counted, and the next decided frame reports the count. Frames keep their absolute times, so a
 dropped second leaves a gap in turn numbers, as the engine allows.
 
 Results go back through each session's ``deliver`` callback, called in the model thread
 (the server turns it into a thread-safe hand-over to its event loop). Nothing here knows of
-sockets or HTTP; the engine session is anything with ``ask``, ``push_frame``,
-``waiting_questions`` and a ``decision`` attribute (``StreamingSession``).
+sockets or HTTP; the engine session is any ``engine.backend.Session``.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..engine.backend import Session
 from ..engine.context import ContextBudgetError
 from ..engine.decoding import DecisionRule
 
@@ -57,7 +57,7 @@ class Failed:
 
 
 @dataclass
-class _Frame:
+class _Push:
     image: Any
     t: float
     received: float
@@ -83,7 +83,7 @@ class _Session:
     work: deque = field(default_factory=deque)
     frames_waiting: int = 0
     dropped_since_event: int = 0
-    engine: Any = None
+    engine: Session | None = None
     removed: bool = False
     busy: bool = False
     """An item of this session is being executed."""
@@ -92,7 +92,7 @@ class _Session:
 class Scheduler:
     """Runs the sessions opened on it with ``open_engine()`` engine sessions, in ``threads`` model threads."""
 
-    def __init__(self, open_engine: Callable[[], Any], max_queue: int, threads: int = 1) -> None:
+    def __init__(self, open_engine: Callable[[], Session], max_queue: int, threads: int = 1) -> None:
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
         if threads < 1:
@@ -137,12 +137,12 @@ class Scheduler:
             dropped = 0
             while session.frames_waiting >= self.max_queue:
                 for position, item in enumerate(session.work):
-                    if isinstance(item, _Frame):
+                    if isinstance(item, _Push):
                         del session.work[position]
                         break
                 session.frames_waiting -= 1
                 dropped += 1
-            session.work.append(_Frame(image, t, time.perf_counter()))
+            session.work.append(_Push(image, t, time.perf_counter()))
             session.frames_waiting += 1
             session.dropped_since_event += dropped
             self._cond.notify()
@@ -197,7 +197,7 @@ class Scheduler:
                 self._turn = position + 1
                 session.busy = True
                 item = session.work.popleft()
-                if isinstance(item, _Frame):
+                if isinstance(item, _Push):
                     session.frames_waiting -= 1
                 return session, item
         return None
@@ -222,10 +222,10 @@ class Scheduler:
                 waiting += len(engine.waiting_questions)
                 result = self._execute(session, engine, decision, item)
             except ContextBudgetError as exc:
-                result = Failed("context_full", str(exc), isinstance(item, _Frame), _lost(engine, waiting))
+                result = Failed("context_full", str(exc), isinstance(item, _Push), _lost(engine, waiting))
             except Exception as exc:  # the model thread must outlive any one frame
                 log.exception("session %s: the model failed", session.id)
-                result = Failed("internal", f"{type(exc).__name__}: {exc}", isinstance(item, _Frame),
+                result = Failed("internal", f"{type(exc).__name__}: {exc}", isinstance(item, _Push),
                                 _lost(engine, waiting))
             if isinstance(result, Failed) and result.frame:
                 with self._cond:  # undecided, so counted with the dropped: every frame is decided or dropped

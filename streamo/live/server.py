@@ -19,7 +19,7 @@ from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..engine.decoding import DecisionRule
+from ..engine.model import StreamModel
 from ..protocol import State, frame_turn
 from .frames import decode_frame
 from .media import media_router
@@ -231,7 +232,7 @@ class LiveConnection:
         self.closing = False
         self.pushed = False
         self.source_task: asyncio.Task | None = None
-        self.decision = DecisionRule(response_threshold=app_state.response_threshold)
+        self.decision = DecisionRule(response_threshold=app_state.model.settings.response_threshold)
         self.frames = 0
         self.responses = 0
         self.dropped = 0
@@ -602,22 +603,16 @@ class LiveConnection:
 class AppState:
     """What every connection shares: settings, the model's facts, the scheduler and metrics."""
 
-    def __init__(self, settings: ServeSettings, model_name: str, open_engine: Callable[[], Any], fps: float,
-                 window: float | None, response_threshold: float | None, max_pixels: int, min_pixels: int,
-                 backend: str = "transformers", max_context_tokens: int | None = None) -> None:
+    def __init__(self, settings: ServeSettings, model_name: str, model: StreamModel) -> None:
+        from ..video.sampling import MIN_PIXELS
+
         self.settings = settings
         self.model_name = model_name
-        self.open_engine = open_engine
-        self.backend = backend
-        # vLLM batches whatever requests are in flight: one model thread per session keeps each
-        # session's next request there; the transformers engine reads one session at a time.
-        self.model_threads = settings.max_sessions if backend == "vllm" else 1
-        self.fps = fps
-        self.window = window
-        self.response_threshold = response_threshold
-        self.max_pixels = max_pixels
-        self.min_pixels = min_pixels
-        self.max_context_tokens = max_context_tokens
+        self.model = model
+        """Opens every session's engine session; its settings are the served ones (fps, window, threshold)."""
+        self.fps = model.settings.fps
+        self.max_pixels, self.min_pixels = model.max_pixels, MIN_PIXELS
+        self.model_threads = model.model_threads(settings.max_sessions)
         self.metrics = Metrics()
         self.draining = False
         self.scheduler: Scheduler | None = None
@@ -626,13 +621,13 @@ class AppState:
     def ready(self, session_id: str) -> Ready:
         s = self.settings
         return Ready(
-            session=session_id, model=self.model_name, backend=self.backend, fps=self.fps, window=self.window,
-            response_threshold=self.response_threshold,
+            session=session_id, model=self.model_name, backend=self.model.backend, fps=self.fps,
+            window=self.model.settings.window, response_threshold=self.model.settings.response_threshold,
             limits=Limits(
                 max_message_bytes=s.max_message_bytes, max_frame_bytes=s.max_frame_bytes,
                 max_frame_side=s.max_frame_side, max_queue=s.max_queue, max_frame_rate=s.max_frame_rate,
                 max_question_chars=s.max_question_chars, max_waiting_questions=s.max_waiting_questions,
-                idle_timeout_s=s.idle_timeout, max_pixels=self.max_pixels, max_context_tokens=self.max_context_tokens,
+                idle_timeout_s=s.idle_timeout, max_pixels=self.max_pixels, max_context_tokens=self.model.max_context_tokens,
             ),
             sources=bool(s.sources), urls=s.allow_urls,
         )
@@ -674,7 +669,7 @@ def create_app(state: AppState) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state.scheduler = Scheduler(state.open_engine, state.settings.max_queue, state.model_threads)
+        state.scheduler = Scheduler(state.model.session, state.settings.max_queue, state.model_threads)
         try:
             yield
         finally:

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .display import Display
+
+if TYPE_CHECKING:  # annotations only: PyAV is imported where video is decoded
+    import av
 
 _TAIL_SECONDS = 10.0
 

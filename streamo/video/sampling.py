@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Iterator, NamedTuple
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 from PIL import Image
 
@@ -26,6 +26,9 @@ from ..protocol import turn_count
 from .display import Display
 from .inputs import is_url
 from .probe import VideoError, probe
+
+if TYPE_CHECKING:  # annotations only: PyAV is imported where video is decoded
+    import av
 
 log = logging.getLogger("streamo.video")
 

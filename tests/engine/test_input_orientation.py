@@ -31,7 +31,7 @@ def test_stream_and_server_sources_get_upright_frames(tmp_path):
 
 
 def test_eval_and_ovobench_get_upright_frames(tmp_path, stream_model):
-    from streamo.model_eval import EngineSettings, StreamModel
+    from streamo.engine.model import EngineSettings, StreamModel
 
     video, size = _portrait(tmp_path)
     model = StreamModel(stream_model.directory, EngineSettings(max_pixels=BUDGET), "cpu")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import VLLM_MAX_PIXELS
-from streamo.model_eval import EngineSettings, StreamModel, load_eval_samples
+from streamo.engine.model import EngineSettings, StreamModel
+from streamo.model_eval import load_eval_samples
 from streamo.protocol import State
 
 REPO = Path(__file__).resolve().parents[2]

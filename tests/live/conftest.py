@@ -15,8 +15,7 @@ import pytest
 from engine.stream_model import MAX_PIXELS
 from streamo.live.listener import build_server
 from streamo.live.server import AppState, ServeSettings
-from streamo.model_eval import EngineSettings, StreamModel
-from streamo.video import MIN_PIXELS
+from streamo.engine.model import EngineSettings, StreamModel
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,8 +42,7 @@ def running_server(model: StreamModel, settings: ServeSettings | None = None, wi
     settings = settings or ServeSettings()
     engine = model.with_settings(EngineSettings(window=window, response_threshold=response_threshold,
                                                 max_pixels=model.max_pixels, max_context_tokens=max_context_tokens))
-    state = AppState(settings, name, engine.session, 1.0, window, response_threshold, model.max_pixels, MIN_PIXELS,
-                     model.backend, engine.max_context_tokens)
+    state = AppState(settings, name, engine)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))

@@ -148,7 +148,7 @@ def _example_question() -> str:
 def test_page_plays_a_file_like_streamo_stream_and_its_download_scores(example_model, page_on, capsys, tmp_path):
     import json
 
-    from streamo.model_eval import EngineSettings, StreamModel
+    from streamo.engine.model import EngineSettings, StreamModel
 
     question = _example_question()
     assert main(["stream", "--model", str(example_model), "--max-pixels", str(MAX_PIXELS),
@@ -251,7 +251,7 @@ def test_the_threshold_slider_changes_decisions_live(server, page_on, short_clip
 def test_screenshot_of_a_running_session(example_model, page_on):
     """docs/images/live.png comes from here: STREAMO_SCREENSHOT=1 bash scripts/test.sh tests/live/test_page.py."""
     from streamo.live.command import served_name
-    from streamo.model_eval import EngineSettings, StreamModel
+    from streamo.engine.model import EngineSettings, StreamModel
 
     loaded = StreamModel(example_model, EngineSettings(max_pixels=MAX_PIXELS), "cpu")
     with running_server(loaded, name=served_name(example_model)) as server:
