@@ -111,13 +111,20 @@ def test_a_frame_vllm_no_longer_holds_is_sent_again(vllm_model, monkeypatch):
     assert (event.state, event.text, event.probabilities) == (expected.state, expected.text, expected.probabilities)
 
 
-def test_a_context_over_max_model_len_says_to_give_a_window(vllm_model, monkeypatch):
-    monkeypatch.setattr(vllm_model.engine, "max_model_len", 120)
-    session = vllm_model.session()
+def test_the_context_budget_is_vllms_max_model_len(vllm_model, monkeypatch):
+    """A session's token budget is vLLM's max_model_len less the token decided after the prompt: a
+    stream longer than that drops its oldest turns instead of failing, and a limit that cannot hold
+    one turn is refused when the session opens."""
+    from streamo.engine.context import ContextBudgetError
+
     samples, _ = load_eval_samples(EXAMPLE / "raw_data.json", video_prefix=str(EXAMPLE))
-    with pytest.raises(ValueError, match="over the engine's max_model_len 120 or 1024 frames: give the session a window"):
-        for turn, image in vllm_model.frames(samples[0].video, 10):
-            session.push_frame(image, float(turn))
+    monkeypatch.setattr(vllm_model.engine, "max_model_len", 120)
+    with pytest.raises(ContextBudgetError, match="the context's budget is 119"):
+        vllm_model.session()
+    monkeypatch.setattr(vllm_model.engine, "max_model_len", 700)
+    session = vllm_model.session()
+    tokens = [session.push_frame(image, float(turn)).context_tokens for turn, image in vllm_model.frames(samples[0].video, 10)]
+    assert max(tokens) <= 699 and any(later < earlier for earlier, later in zip(tokens, tokens[1:])), tokens
 
 
 def test_frames_smaller_than_the_processors_own_minimum_keep_their_grid(vllm_model, transformers_model):
