@@ -117,17 +117,14 @@ def gather_questions(args: argparse.Namespace, source: FrameInput) -> list[tuple
 
 def _annotation_questions(path: Path, sample: int, fps: float, source: FrameInput) -> list[tuple[float, str]]:
     from ..convert import ConvertOptions, convert_sample
-    from ..jsonfiles import InvalidRecord, iter_records
+    from ..jsonfiles import iter_records
     from ..protocol import parse_stream_messages
 
     if not path.is_file():
         raise StreamInputError(f"{path}: no such file")
     if source.turns is None:
         raise StreamInputError("--questions needs an input of known length; with a live stream use --question/--at")
-    try:
-        records = list(iter_records(path))
-    except InvalidRecord as exc:
-        raise StreamInputError(str(exc)) from None
+    records = list(iter_records(path))  # an InvalidRecord is a UsageError: one line naming the file
     if not 0 <= sample < len(records):
         raise StreamInputError(f"{path}: no record {sample} (the file holds {len(records)})")
     record = records[sample]
@@ -152,7 +149,7 @@ def run_stream(args: argparse.Namespace) -> int:
     from .model import StreamModel, engine_settings
     from ..video import MIN_PIXELS
     from ..video.inputs import open_input
-    from .loading import ModelLoadError, training_max_pixels
+    from .loading import training_max_pixels
 
     check_window(args.window, args.fps)
     if args.eviction_block is not None and args.window is None:
@@ -160,10 +157,7 @@ def run_stream(args: argparse.Namespace) -> int:
     max_pixels = args.max_pixels or training_max_pixels(args.model)
     source = open_input(args.video, args.fps, max_pixels, MIN_PIXELS)
     questions = gather_questions(args, source)
-    try:
-        model = StreamModel(args.model, engine_settings(args), args.device)
-    except ModelLoadError as exc:
-        raise StreamInputError(str(exc)) from None
+    model = StreamModel(args.model, engine_settings(args), args.device)  # a ModelLoadError is a UsageError
     try:
         return _play(args, model, source, questions)
     finally:

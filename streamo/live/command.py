@@ -84,9 +84,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
     try:
         model = StreamModel(args.model, engine_settings(args), args.device)
-    except ModelLoadError as exc:
+    except ModelLoadError:  # a UsageError: one line; the port is given back first
         listener.close()
-        raise StreamInputError(str(exc)) from None
+        raise
     from .listener import build_server
 
     settings = ServeSettings(api_key=key, max_sessions=args.max_sessions, max_queue=args.max_queue,
