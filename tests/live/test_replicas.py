@@ -60,8 +60,10 @@ def documented_nginx_config(replicas: list[int], port: int, folder: Path) -> str
                               ("listen 8080;", f"listen 127.0.0.1:{port};")):
         assert placeholder in block, f"the documented nginx block lost {placeholder!r}"
         block = block.replace(placeholder, real)
+    # Run as root (a CI container), nginx's workers would become "nobody", who cannot enter pytest's folders.
+    user = "user root;\n" if os.geteuid() == 0 else ""
     temp = "\n".join(f"    {kind}_temp_path {folder / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    return (f"daemon off;\nworker_processes 1;\npid {folder / 'nginx.pid'};\nerror_log {folder / 'error.log'} notice;\n"
+    return (f"daemon off;\n{user}worker_processes 1;\npid {folder / 'nginx.pid'};\nerror_log {folder / 'error.log'} notice;\n"
             f"events {{ worker_connections 128; }}\nhttp {{\n    access_log {folder / 'access.log'};\n{temp}\n{block}}}\n")
 
 
@@ -141,9 +143,7 @@ def metric(url: str, series: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-async def decide_one_frame(client: LiveClient) -> Event:
-    """One frame through the proxy and its decision back: the upgraded connection carries both ways."""
-    await client.send_frame(encode_png(frame(0)), 0.0)
+async def decide_next(client: LiveClient) -> Event:
     while not isinstance(message := await client.receive(), Event):
         assert message is not None, "the session closed before its event"
     return message
@@ -184,8 +184,9 @@ def test_two_replicas_behind_nginx(loaded_model, stream_model, tmp_path):
                 async def spread_then_full() -> None:
                     first, second = await LiveClient.connect(proxy), await LiveClient.connect(proxy)
                     assert len(replica_a.state.connections) == 1 and metric(replica_b.url, "streamo_sessions_open") == 1
-                    for client in (first, second):
-                        assert (await decide_one_frame(client)).turn == 0
+                    for client in (first, second):  # the upgraded connection carries a frame and its event
+                        await client.send_frame(encode_png(frame(0)), 0.0)
+                        assert (await decide_next(client)).turn == 0
                     assert health(replica_a.url) == (503, '{"status":"full"}')
                     assert health(replica_b.url) == (200, '{"status":"ok"}')
 
@@ -239,3 +240,36 @@ def test_connect_first_stops_at_a_refusal_the_next_replica_would_repeat(loaded_m
         with pytest.raises(NoServerTook) as none:
             asyncio.run(LiveClient.connect_first([keyed.url, open_.url], api_key=None))
     assert [url for url, _ in none.value.failures] == [keyed.url] and "unauthorized" in str(none.value)
+
+
+def test_metrics_count_the_frames_waiting_for_the_model(loaded_model):
+    """``streamo_frames_waiting``, what a replica's scaling rule reads: frames received and not
+    yet decided. The model is held on the first frame while three are sent."""
+    gate = threading.Event()
+
+    def held_engine():
+        engine = loaded_model.session()
+        open_turn = engine.context.open_turn
+
+        def held(*args, **kwargs):
+            gate.wait(timeout=30)
+            return open_turn(*args, **kwargs)
+
+        engine.context.open_turn = held
+        return engine
+
+    with running_server(loaded_model) as server:
+        server.state.scheduler._open_engine = held_engine
+
+        async def run() -> tuple[list[int], float]:
+            client = await LiveClient.connect(server.url)
+            for turn in range(3):
+                await client.send_frame(encode_png(frame(turn)), float(turn))
+            await asyncio.to_thread(wait_until, lambda: metric(server.url, "streamo_frames_waiting") == 3)
+            gate.set()
+            turns = [(await decide_next(client)).turn for _ in range(3)]
+            after = await asyncio.to_thread(metric, server.url, "streamo_frames_waiting")
+            await client.disconnect()
+            return turns, after
+
+        assert asyncio.run(run()) == ([0, 1, 2], 0)
