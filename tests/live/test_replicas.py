@@ -273,3 +273,15 @@ def test_metrics_count_the_frames_waiting_for_the_model(loaded_model):
             return turns, after
 
         assert asyncio.run(run()) == ([0, 1, 2], 0)
+
+
+def test_a_draining_replica_is_not_ready_and_refuses_sessions(loaded_model):
+    """The first step of a shutdown (``AppState.drain``) marks the replica draining: a balancer's
+    check on a kept-alive connection reads 503 ``draining``, and a new session gets 1013."""
+    with running_server(loaded_model) as server:
+        assert health(server.url) == (200, '{"status":"ok"}')
+        server.state.draining = True
+        assert health(server.url) == (503, '{"status":"draining"}')
+        with pytest.raises(NoServerTook) as refused:
+            asyncio.run(LiveClient.connect_first([server.url]))
+        assert "server_full" in str(refused.value)
