@@ -44,7 +44,7 @@ class NoServerTook(ConnectionError):
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, LiveError):
         return f"refused: {exc}"
-    return f"cannot connect: {exc or type(exc).__name__}"
+    return f"cannot connect: {str(exc) or type(exc).__name__}"
 
 
 def encode_png(image: Any) -> bytes:
