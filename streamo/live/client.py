@@ -12,11 +12,11 @@ import asyncio
 import base64
 import io
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from .messages import KEY_SUBPROTOCOL_PREFIX, PROTOCOL, SERVER_MESSAGE, Closed, Error, Event, Ready
 
@@ -32,6 +32,21 @@ class LiveError(RuntimeError):
         self.code = code
 
 
+class NoServerTook(ConnectionError):
+    """No address given to ``LiveClient.connect_first`` took the session: ``failures`` has each one
+    tried with what it answered, the last being what stopped the search."""
+
+    def __init__(self, failures: list[tuple[str, BaseException]]) -> None:
+        super().__init__("; ".join(f"{url}: {_reason(exc)}" for url, exc in failures))
+        self.failures = failures
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, LiveError):
+        return f"refused: {exc}"
+    return f"cannot connect: {str(exc) or type(exc).__name__}"
+
+
 def encode_png(image: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
@@ -42,9 +57,11 @@ class LiveClient:
     """One live session: ``connect``, then ``ask`` / ``send_frame`` / ``configure`` /
     ``play_source`` / ``close``, reading server messages with ``receive``."""
 
-    def __init__(self, connection: ClientConnection, ready: Ready) -> None:
+    def __init__(self, connection: ClientConnection, ready: Ready, url: str = "") -> None:
         self.connection = connection
         self.ready = ready
+        self.url = url
+        """The session's ``ws(s)://…/v1/stream`` address (which replica ``connect_first`` found)."""
 
     @classmethod
     async def connect(cls, url: str, api_key: str | None = None, use_subprotocol_key: bool = False,
@@ -69,7 +86,23 @@ class LiveClient:
         if not isinstance(first, Ready):
             await connection.close()
             raise LiveError("protocol", f"expected ready, got {first.type}")
-        return cls(connection, first)
+        return cls(connection, first, url)
+
+    @classmethod
+    async def connect_first(cls, urls: Sequence[str], api_key: str | None = None, **options: Any) -> "LiveClient":
+        """A session on the first of ``urls`` (replicas, or a balancer given more than once) that
+        takes one: one that is full or shutting down (``server_full``, close code 1013) or refuses
+        the connection (down, or still loading its model) is passed over for the next. Any other
+        refusal (a wrong key, a failed handshake) ends the search: the next would say the same."""
+        failures: list[tuple[str, BaseException]] = []
+        for url in urls:
+            try:
+                return await cls.connect(url, api_key, **options)
+            except (LiveError, OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
+                failures.append((url, exc))
+                if not (isinstance(exc, (OSError, asyncio.TimeoutError)) or getattr(exc, "code", None) == "server_full"):
+                    break
+        raise NoServerTook(failures)
 
     async def receive(self) -> Any:
         """The next server message (pydantic model); ``None`` once the connection is closed."""

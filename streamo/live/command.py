@@ -77,7 +77,9 @@ def run_serve(args: argparse.Namespace) -> int:
         roots.append(root.resolve())
     if (args.ssl_keyfile is None) != (args.ssl_certfile is None):
         raise StreamInputError("give both --ssl-keyfile and --ssl-certfile, or neither")
-    listener = listen(args.host, args.port)  # before the model loads: a taken port fails in a second
+    listener = reserve_port(args.host, args.port)  # before the model loads: a taken port fails in a second
+    print(f"streamo serve: loading {args.model}; {args.host}:{args.port} refuses connections until it is loaded",
+          file=sys.stderr, flush=True)
 
     from ..engine.loading import ModelLoadError
     from ..engine.model import StreamModel, engine_settings
@@ -87,6 +89,12 @@ def run_serve(args: argparse.Namespace) -> int:
     except ModelLoadError:  # a UsageError: one line; the port is given back first
         listener.close()
         raise
+    try:
+        listener.listen(2048)
+    except OSError as exc:  # another server bound the port meanwhile and was first to listen
+        listener.close()
+        model.close()
+        raise _port_error(args.host, args.port, exc) from None
     from .listener import build_server
 
     settings = ServeSettings(api_key=key, max_sessions=args.max_sessions, max_queue=args.max_queue,
@@ -115,8 +123,10 @@ def served_name(checkpoint: str | Path) -> str:
     return Path(checkpoint).resolve().name + (f" ({about})" if about else "")
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` (handed to uvicorn), or a one-line error when it cannot be."""
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, or a one-line error when it cannot be. It listens only once
+    the model is loaded: until then a connection is refused, so a load balancer or readiness probe
+    sees the replica as down instead of queueing sessions on it."""
     host = host.strip("[]")
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -128,17 +138,22 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(address)
-        listener.listen(2048)
     except OSError as exc:
         listener.close()
-        reason = "the port is taken (another streamo serve?)" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
-        raise StreamInputError(f"cannot listen on {host}:{port}: {reason}; pick another --port") from None
+        raise _port_error(host, port, exc) from None
     return listener
 
 
+def _port_error(host: str, port: int, exc: OSError) -> StreamInputError:
+    reason = "the port is taken (another streamo serve?)" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    return StreamInputError(f"cannot listen on {host}:{port}: {reason}; pick another --port")
+
+
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", required=True,
-                        help="server address: http(s)://HOST:PORT, ws(s)://HOST:PORT, or HOST:PORT (ws://; wss:// on port 443)")
+    parser.add_argument("--server", required=True, nargs="+", metavar="URL",
+                        help="server address: http(s)://HOST:PORT, ws(s)://HOST:PORT, or HOST:PORT (ws://; wss:// on "
+                        "port 443); several replicas: the session opens on the first that takes it, passing over one "
+                        "that is full (close code 1013) or refuses the connection")
     parser.add_argument("--video", required=True,
                         help="video file, directory of frame pictures, stream URL (rtsp://, http://, ...) or - for stdin")
     add_question_arguments(parser)
@@ -153,17 +168,13 @@ def run_client(args: argparse.Namespace) -> int:
 
 
 async def _client(args: argparse.Namespace) -> int:
-    from websockets.exceptions import InvalidHandshake, InvalidURI
-
-    from .client import LiveClient, LiveError, open_video, stream_video
+    from .client import LiveClient, NoServerTook, open_video, stream_video
 
     key = args.api_key or os.environ.get(API_KEY_ENV) or None
     try:
-        client = await LiveClient.connect(args.server, key)
-    except LiveError as exc:
-        raise StreamInputError(f"{args.server}: refused: {exc}") from None
-    except (OSError, InvalidHandshake, InvalidURI, asyncio.TimeoutError) as exc:
-        raise StreamInputError(f"{args.server}: cannot connect: {exc}") from None
+        client = await LiveClient.connect_first(args.server, key)
+    except NoServerTook as exc:
+        raise StreamInputError(str(exc)) from None
     try:
         source = open_video(client, args.video)
         args.fps = client.ready.fps
@@ -181,7 +192,7 @@ async def _client(args: argparse.Namespace) -> int:
 
     result = await stream_video(client, source.frames, questions, args.realtime, show)
     if result.closed is None:
-        raise StreamInputError(f"{args.server}: the connection closed before the session's summary")
+        raise StreamInputError(f"{client.url}: the connection closed before the session's summary")
     closed = result.closed
     if result.events:
         from ..metrics.scoring import latency_stats

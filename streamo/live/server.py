@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import ValidationError
@@ -152,6 +152,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.sessions = Gauge("streamo_sessions_open", "Live sessions open", registry=self.registry)
+        self.waiting = Gauge("streamo_frames_waiting", "Frames received and not yet decided, all sessions together",
+                             registry=self.registry)
         self.decided = Counter("streamo_frames_decided", "Frames decided", registry=self.registry)
         self.dropped = Counter("streamo_frames_dropped", "Frames dropped because a session's queue was full",
                                registry=self.registry)
@@ -617,6 +619,7 @@ class AppState:
         self.draining = False
         self.scheduler: Scheduler | None = None
         self.connections: dict[str, LiveConnection] = {}
+        self.metrics.waiting.set_function(lambda: sum(c.pending for c in list(self.connections.values())))
 
     def ready(self, session_id: str) -> Ready:
         s = self.settings
@@ -631,6 +634,15 @@ class AppState:
             ),
             sources=bool(s.sources), urls=s.allow_urls,
         )
+
+    def unavailable(self) -> str | None:
+        """Why a new session would be refused now (``full`` or ``draining``), or None: the one rule
+        behind the socket's ``server_full`` refusal and ``/healthz``'s readiness."""
+        if self.draining:
+            return "draining"
+        if len(self.connections) >= self.settings.max_sessions:
+            return "full"
+        return None
 
     async def drain(self) -> None:
         """Stop every session for a shutdown: each decides what it holds within the grace period,
@@ -696,10 +708,13 @@ def create_app(state: AppState) -> FastAPI:
         """Label mode: annotate one's own video in the browser (nothing leaves the page)."""
         return FileResponse(STATIC / "label.html", headers={"Content-Security-Policy": PAGE_POLICY})
 
-    @app.get("/healthz", include_in_schema=True)
-    async def healthz() -> dict[str, str]:
-        """Liveness: open to all, holds no data."""
-        return {"status": "ok"}
+    @app.get("/healthz", include_in_schema=True, responses={503: {"description": "full or shutting down"}})
+    async def healthz() -> JSONResponse:
+        """Readiness, open to all, holding no data: 200 ``ok`` while a session would be taken, 503
+        ``full`` or ``draining`` while it would be refused, so a balancer's check steers new sessions
+        away. While the model loads the port refuses connections (``reserve_port``)."""
+        reason = state.unavailable()
+        return JSONResponse({"status": reason or "ok"}, status_code=503 if reason else 200)
 
     @app.get("/metrics", dependencies=[Depends(require_key)], response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
@@ -727,7 +742,7 @@ def create_app(state: AppState) -> FastAPI:
             if not _key_matches(key, offered_key):
                 await _refuse(websocket, state, "unauthorized", "missing or wrong API key", CLOSE_UNAUTHORIZED)
                 return
-        if len(state.connections) >= state.settings.max_sessions or state.draining:
+        if state.unavailable() is not None:
             await _refuse(websocket, state, "server_full",
                           f"the server holds its maximum of {state.settings.max_sessions} sessions; try again later",
                           CLOSE_SERVER_FULL)
