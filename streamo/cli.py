@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from . import __version__
 from .commands import COMMANDS, DATA_COMMANDS, add_parser
 from .errors import UsageError
 
@@ -20,6 +21,7 @@ __all__ = ["COMMANDS", "DATA_COMMANDS", "UsageError", "build_parser", "main"]
 
 def build_parser(prog: str = "streamo", commands: Sequence[str] = tuple(COMMANDS)) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Streamo: train and run real-time streaming video assistants.")
+    parser.add_argument("--version", action="version", version=f"streamo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in commands:
         add_parser(sub, name)

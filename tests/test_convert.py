@@ -220,6 +220,21 @@ def test_each_reject_reason_names_the_field(raw, field, words):
     assert any(p.field == field and words in p.message.lower() for p in errors), outcome.problems
 
 
+def test_a_rejected_sample_reports_every_problem_of_its_readable_parts():
+    """An unreadable field leaves out only its own part: the other responses and questions are still checked."""
+    raw = make_raw(questions=[("Q?", "x"), ("Q2?", "12")], duration=10,
+                   responses=[instant("A.", "soon"), interval("B.", 6, 4), instant("C.", 10.5), {"content": 3}])
+    fields = [(p.field, p.message) for p in convert(raw).problems]
+    assert fields == [
+        ("question[0].time", "not a time: 'x'"),
+        ("response[0].time", "not a time: 'soon'"),
+        ("response[3].content", "Input should be a valid string"),
+        ("response[1].end_time", "end (4 s) is before start (6 s)"),
+        ("question[1].time", "12 s is after the video end (10 s)"),
+        ("response[2].time", "answer at 10.5 s falls beyond the video end (10 s)"),
+    ]
+
+
 def test_interval_with_time_too_warns_and_uses_interval():
     outcome = convert(make_raw(responses=[{"content": "A.", "st_time": 1, "end_time": 2, "time": 7}], duration=5))
     assert assistant_contents(outcome.sample)[2] == "</Response> A."
