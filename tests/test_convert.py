@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -6,6 +7,8 @@ from hypothesis import strategies as st
 
 from streamo.convert import ConvertOptions, convert_sample
 from streamo.protocol import State, parse_stream_messages
+
+EXAMPLE_RAW = Path(__file__).resolve().parents[1] / "dataset" / "example" / "raw_data.json"
 
 
 def make_raw(questions=(("Q?", "0"),), responses=(), duration=10, **extra):
@@ -76,7 +79,7 @@ def test_golden_reference_example_bytes_through_cli(reference_dir, tmp_path):
         (None, "--system-prompt", "must not be empty"),
     ],
 )
-def test_unusable_system_prompt_is_a_one_line_usage_error(reference_dir, tmp_path, capsys, content, option, reason):
+def test_unusable_system_prompt_is_a_one_line_usage_error(tmp_path, capsys, content, option, reason):
     """A blank prompt is refused like an unreadable file: `streamo stream` and `eval` refuse it, so a
     stream converted with one could never be run."""
     from streamo.cli import main
@@ -89,7 +92,7 @@ def test_unusable_system_prompt_is_a_one_line_usage_error(reference_dir, tmp_pat
         value = str(prompt)
     out = tmp_path / "stream.json"
     with pytest.raises(SystemExit) as exited:
-        main(["to-stream", "--input", str(reference_dir / "raw_data.json"), "--output", str(out), option, value])
+        main(["to-stream", "--input", str(EXAMPLE_RAW), "--output", str(out), option, value])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and not out.exists()
     assert f"argument {option}" in err and reason in err and "Traceback" not in err
