@@ -3,7 +3,8 @@ into one line.
 
 ``scripts/convert_streaming_video.py`` exposes the data sub-commands under the names the original
 project used (``to-stream``). Exit status: 0 on success, 2 for unusable arguments or unreadable
-input (any ``errors.UsageError``), 1 when ``--strict`` is given and samples were rejected.
+input (any ``errors.UsageError``), 1 when ``--strict`` is given and samples were rejected or
+when ``frames`` could not extract a video.
 """
 
 from __future__ import annotations
