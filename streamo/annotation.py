@@ -163,4 +163,3 @@ def readable_part(data: dict[str, Any]) -> tuple[RawSample | None, frozenset[str
         return RawSample.model_validate(patched), frozenset(left_out)
     except ValidationError:
         return None, frozenset()
-

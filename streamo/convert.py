@@ -146,7 +146,7 @@ def _check_contents(raw: RawSample, left_out: frozenset[str]) -> list[Problem]:
     problems = []
     for kind, items in (("question", raw.question), ("response", raw.response)):
         for index, item in enumerate(items):
-            if f"{kind}[{index}]" not in left_out and not item.content.strip():
+            if not item.content.strip() and f"{kind}[{index}]" not in left_out:
                 problems.append(Problem("error", f"{kind}[{index}].content", "empty text"))
     if not raw.question and "question" not in left_out:
         problems.append(Problem("warning", "question", "no question: the model only sees the frames"))
@@ -159,7 +159,7 @@ def _place_questions(
     problems: list[Problem] = []
     timed: list[tuple[float, int, str]] = []
     for index, question in enumerate(raw.question):
-        if f"question[{index}]" in left_out:
+        if left_out and f"question[{index}]" in left_out:
             continue
         moment = 0.0 if question.time is None else question.time
         if turn_of(moment, fps) >= turns:
@@ -197,7 +197,7 @@ def _read_responses(raw: RawSample, fps: float, left_out: frozenset[str]) -> tup
     read: list[_Answer] = []
     for index, response in enumerate(raw.response):
         where = f"response[{index}]"
-        if where in left_out:
+        if left_out and where in left_out:
             continue
         content = response.content.strip()
         interval = response.st_time is not None or response.end_time is not None
