@@ -29,7 +29,13 @@ has_module() { "$PYTHON" -c "import importlib.util, sys; sys.exit(importlib.util
 PRESET="${PRESET:-gpu}"
 case "$PRESET" in
 gpu)
-    MODEL="${MODEL:-Qwen/Qwen2.5-VL-7B-Instruct}"
+    # Before any download: without CUDA this recipe cannot run, and the tiny CPU one can.
+    "$PYTHON" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null || {
+        echo "train.sh: the GPU recipe needs CUDA and torch sees no GPU here; on CPU run PRESET=cpu-tiny bash train.sh" >&2
+        exit 2
+    }
+    # A hub id is downloaded now (ModelScope, or the Hugging Face hub with USE_HF=1): a failure is one line.
+    MODEL="$("$PYTHON" -m streamo.swift_plugin.fetch "${MODEL:-Qwen/Qwen2.5-VL-7B-Instruct}")" || exit 2
     OUTPUT_DIR="${OUTPUT_DIR:-$REPO/output/streamo}"
     if [[ -z "${NPROC_PER_NODE:-}" ]] && command -v nvidia-smi >/dev/null; then
         NPROC_PER_NODE="$(nvidia-smi -L | wc -l)"

@@ -132,3 +132,34 @@ def validate_raw(data: Any) -> tuple[RawSample | None, list[Problem]]:
             message = error["msg"].removeprefix("Value error, ")
             problems.append(Problem("error", field_path(tuple(error["loc"])), message))
         return None, problems
+
+
+_LEFT_OUT = {"video_path": "-", "question": [], "response": [], "duration": None}
+"""What stands in for a top-level field the schema cannot read, in ``readable_part``."""
+
+
+def readable_part(data: dict[str, Any]) -> tuple[RawSample | None, frozenset[str]]:
+    """A sample the schema rejects, with each part it cannot read left out, and those parts'
+    paths (``duration``, ``response[2]``: a question or response as a whole), so that the
+    rest is still checked and a sample's problems are all reported at once. None when
+    nothing can stand in for the unreadable parts."""
+    try:
+        return RawSample.model_validate(data), frozenset()
+    except ValidationError as exc:
+        locations = [tuple(error["loc"]) for error in exc.errors()]
+    patched = {**data, **{kind: list(data[kind]) for kind in ("question", "response") if isinstance(data.get(kind), list)}}
+    left_out = set()
+    for location in locations:
+        head = location[0]
+        if head in ("question", "response") and len(location) > 1 and isinstance(location[1], int):
+            patched[head][location[1]] = {"content": "-"}  # never checked: it is left out
+            left_out.add(field_path(location[:2]))
+        elif head in _LEFT_OUT:
+            patched[head] = _LEFT_OUT[head]
+            left_out.add(str(head))
+        else:
+            return None, frozenset()
+    try:
+        return RawSample.model_validate(patched), frozenset(left_out)
+    except ValidationError:
+        return None, frozenset()

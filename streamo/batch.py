@@ -178,6 +178,6 @@ def process_file(
         if report_context:
             report_context.__exit__(*exc_info)
     if printed > MAX_PRINTED_PROBLEMS:
-        where = f"; all in {rejects}" if rejects else ""
+        where = f"; all in {rejects}" if rejects else "; --rejects FILE lists them all"
         print(f"... {printed - MAX_PRINTED_PROBLEMS} more problems not shown{where}", file=log)
     return summary

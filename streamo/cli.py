@@ -3,7 +3,8 @@ into one line.
 
 ``scripts/convert_streaming_video.py`` exposes the data sub-commands under the names the original
 project used (``to-stream``). Exit status: 0 on success, 2 for unusable arguments or unreadable
-input (any ``errors.UsageError``), 1 when ``--strict`` is given and samples were rejected.
+input (any ``errors.UsageError``), 1 when ``--strict`` is given and samples were rejected or
+when ``frames`` could not extract a video.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from . import __version__
 from .commands import COMMANDS, DATA_COMMANDS, add_parser
 from .errors import UsageError
 
@@ -20,6 +22,7 @@ __all__ = ["COMMANDS", "DATA_COMMANDS", "UsageError", "build_parser", "main"]
 
 def build_parser(prog: str = "streamo", commands: Sequence[str] = tuple(COMMANDS)) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Streamo: train and run real-time streaming video assistants.")
+    parser.add_argument("--version", action="version", version=f"streamo {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in commands:
         add_parser(sub, name)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
 
-from .annotation import CONSUMED_FIELDS, Problem, RawSample, validate_raw
+from .annotation import CONSUMED_FIELDS, Problem, RawSample, readable_part, validate_raw
 from .protocol import (
     DEFAULT_SYSTEM_PROMPT,
     State,
@@ -72,33 +72,40 @@ def _seconds(value: float) -> str:
 def convert_sample(data: Any, options: ConvertOptions, probe: DurationProbe | None = None) -> Outcome:
     """Convert one raw sample; never raises on bad data, reports it instead."""
     raw, problems = validate_raw(data)
-    if raw is None:
+    left_out: frozenset[str] = frozenset()
+    if raw is None:  # still check the parts that can be read: every problem is reported at once
+        raw, left_out = readable_part(data) if isinstance(data, dict) else (None, frozenset())
+        if raw is None:
+            return Outcome(None, problems)
+    fps = options.fps
+    problems.extend(_check_contents(raw, left_out))
+    read, response_problems = _read_responses(raw, fps, left_out)
+    problems.extend(response_problems)
+    if left_out & {"duration", "video_path"}:  # no duration to place anything in
         return Outcome(None, problems)
     video = prefixed_video_path(raw.video_path, options.video_prefix)
 
     duration = raw.duration
     if duration is None:
         if probe is None:
-            return Outcome(None, [Problem("error", "duration", "not given and no video probing available")])
+            return Outcome(None, problems + [Problem("error", "duration", "not given and no video probing available")])
         try:
             duration = probe(video)
         except Exception as exc:  # any decoder failure is this sample's problem only
-            return Outcome(None, [Problem("error", "video_path", f"cannot read duration of {video}: {exc}")])
-    fps = options.fps
+            return Outcome(None, problems + [Problem("error", "video_path", f"cannot read duration of {video}: {exc}")])
     turns = turn_count(duration, fps)
     if turns == 0:
-        return Outcome(None, [Problem("error", "duration", f"{_seconds(duration)} gives no whole frame at {fps:g} fps")])
+        return Outcome(None, problems + [Problem("error", "duration", f"{_seconds(duration)} gives no whole frame at {fps:g} fps")])
 
-    problems.extend(_check_contents(raw))
-    questions_at, question_problems = _place_questions(raw, turns, fps, duration, options.initial_question)
+    questions_at, question_problems = _place_questions(raw, turns, fps, duration, options.initial_question, left_out)
     problems.extend(question_problems)
-    states, answers, response_problems = _place_responses(raw, turns, fps, duration)
+    states, answers, response_problems = _place_responses(read, turns, duration)
     problems.extend(response_problems)
     if questions_at and not options.initial_question:
         first_question = min(questions_at)
-        for index, turn in _response_turns(raw, fps):
-            if turn < first_question:
-                problems.append(Problem("warning", f"response[{index}]", "starts before any question is shown"))
+        for answer in read:
+            if (answer.turn if answer.first is None else answer.first) < first_question:
+                problems.append(Problem("warning", f"response[{answer.index}]", "starts before any question is shown"))
     if any(p.severity == "error" for p in problems):
         return Outcome(None, problems)
 
@@ -135,23 +142,25 @@ def _roles(turns: int) -> tuple[str, ...]:
 _STATE_TEXT = {state: assistant_text(state) for state in State}
 
 
-def _check_contents(raw: RawSample) -> list[Problem]:
+def _check_contents(raw: RawSample, left_out: frozenset[str]) -> list[Problem]:
     problems = []
     for kind, items in (("question", raw.question), ("response", raw.response)):
         for index, item in enumerate(items):
-            if not item.content.strip():
+            if not item.content.strip() and f"{kind}[{index}]" not in left_out:
                 problems.append(Problem("error", f"{kind}[{index}].content", "empty text"))
-    if not raw.question:
+    if not raw.question and "question" not in left_out:
         problems.append(Problem("warning", "question", "no question: the model only sees the frames"))
     return problems
 
 
 def _place_questions(
-    raw: RawSample, turns: int, fps: float, duration: float, initial_question: bool
+    raw: RawSample, turns: int, fps: float, duration: float, initial_question: bool, left_out: frozenset[str]
 ) -> tuple[dict[int, list[str]], list[Problem]]:
     problems: list[Problem] = []
     timed: list[tuple[float, int, str]] = []
     for index, question in enumerate(raw.question):
+        if left_out and f"question[{index}]" in left_out:
+            continue
         moment = 0.0 if question.time is None else question.time
         if turn_of(moment, fps) >= turns:
             problems.append(
@@ -168,24 +177,29 @@ def _place_questions(
     return questions_at, problems
 
 
-def _response_turns(raw: RawSample, fps: float) -> list[tuple[int, int]]:
-    """(response index, first turn it affects) for valid responses."""
-    found = []
-    for index, response in enumerate(raw.response):
-        start = response.st_time if response.st_time is not None else response.time
-        if start is not None:
-            found.append((index, turn_of(start, fps)))
-    return found
+@dataclass(slots=True)
+class _Answer:
+    """One readable response: where it answers (``turn``, at ``moment`` given by ``field_name``)
+    and the turns it stands by through (``first``..``last``, for an interval)."""
+
+    index: int
+    turn: int
+    moment: float
+    field_name: str
+    content: str
+    first: int | None = None
+    last: int | None = None
 
 
-def _place_responses(
-    raw: RawSample, turns: int, fps: float, duration: float
-) -> tuple[list[State], dict[int, list[str]], list[Problem]]:
+def _read_responses(raw: RawSample, fps: float, left_out: frozenset[str]) -> tuple[list[_Answer], list[Problem]]:
+    """Every response's own problems (the ones a duration does not decide) and its turns."""
     problems: list[Problem] = []
-    states = [State.SILENCE] * turns
-    placed: dict[int, list[tuple[float, int, str]]] = {}
+    read: list[_Answer] = []
     for index, response in enumerate(raw.response):
         where = f"response[{index}]"
+        if left_out and where in left_out:
+            continue
+        content = response.content.strip()
         interval = response.st_time is not None or response.end_time is not None
         if interval:
             if response.st_time is None or response.end_time is None:
@@ -204,27 +218,36 @@ def _place_responses(
             if response.time is not None:
                 problems.append(Problem("warning", f"{where}.time", "ignored: st_time/end_time are given"))
             first, last = turn_of(response.st_time, fps), turn_of(response.end_time, fps)
-            answer_turn, moment, field_name = last + 1, response.end_time, "end_time"
+            read.append(_Answer(index, last + 1, response.end_time, "end_time", content, first, last))
         elif response.time is not None:
-            first = last = None
-            answer_turn, moment, field_name = turn_of(response.time, fps), response.time, "time"
+            read.append(_Answer(index, turn_of(response.time, fps), response.time, "time", content))
         else:
             problems.append(Problem("error", where, "no time: give st_time and end_time, or time"))
-            continue
-        if answer_turn >= turns:
+    return read, problems
+
+
+def _place_responses(
+    read: list[_Answer], turns: int, duration: float
+) -> tuple[list[State], dict[int, list[str]], list[Problem]]:
+    problems: list[Problem] = []
+    states = [State.SILENCE] * turns
+    placed: dict[int, list[tuple[float, int, str]]] = {}
+    for answer in read:
+        if answer.turn >= turns:
+            when = f"at {_seconds(answer.moment)}" if answer.field_name == "time" else f"after end_time {_seconds(answer.moment)}"
             problems.append(
                 Problem(
                     "error",
-                    f"{where}.{field_name}",
-                    f"answer at {_seconds(answer_turn / fps)} falls beyond the video end ({_seconds(duration)})",
+                    f"response[{answer.index}].{answer.field_name}",
+                    f"answer {when} falls beyond the video end ({_seconds(duration)})",
                 )
             )
             continue
-        if first is not None:
-            for turn in range(first, last + 1):
+        if answer.first is not None:
+            for turn in range(answer.first, answer.last + 1):
                 if states[turn] is State.SILENCE:
                     states[turn] = State.STANDBY
-        placed.setdefault(answer_turn, []).append((moment, index, response.content.strip()))
+        placed.setdefault(answer.turn, []).append((answer.moment, answer.index, answer.content))
 
     answers: dict[int, list[str]] = {}
     for turn, items in placed.items():

@@ -14,7 +14,7 @@ SHARED_REFERENCE = REPO.parent / "shared" / "reference" / "example"
 @pytest.fixture
 def reference_dir() -> Path:
     if not SHARED_REFERENCE.is_dir():
-        pytest.skip("../shared/reference/example is absent")
+        pytest.skip("../shared/reference/example is absent: the original project's example pair (README, Tests)")
     return SHARED_REFERENCE
 
 

@@ -100,6 +100,55 @@ def test_validate_writes_nothing_and_reports(tmp_path, capsys):
     assert "2 samples: 1 converted (0 with warnings), 1 rejected" in capsys.readouterr().err
 
 
+def test_validate_reports_every_problem_of_a_sample_at_once(tmp_path, capsys):
+    """An unreadable duration does not hide the answer that ends before it starts, nor an empty question."""
+    sample = bad(0)
+    sample["duration"] = "abc"
+    sample["question"].append({"content": " ", "time": 2})
+    raw = write_raw(tmp_path / "raw.json", [sample])
+    assert main(["validate", "--input", str(raw)]) == 0
+    err = capsys.readouterr().err
+    assert "raw.json: sample 0: duration: not a time: 'abc'" in err
+    assert "raw.json: sample 0: response[0].end_time: end (1 s) is before start (2 s)" in err
+    assert "raw.json: sample 0: question[1].content: empty text" in err
+
+
+def test_an_answer_beyond_the_end_is_reported_at_its_own_second(tmp_path, capsys):
+    sample = good(0, duration=40)
+    sample["response"] = [{"content": "Late.", "time": 50}, {"content": "Late too.", "st_time": 38, "end_time": 39.5}]
+    raw = write_raw(tmp_path / "raw.json", [sample])
+    assert main(["validate", "--input", str(raw)]) == 0
+    err = capsys.readouterr().err
+    assert "sample 0: response[0].time: answer at 50 s falls beyond the video end (40 s)" in err
+    assert "sample 0: response[1].end_time: answer after end_time 39.5 s falls beyond the video end (40 s)" in err
+
+
+def test_validate_writes_the_rejects_report_only_where_asked(tmp_path, capsys):
+    """Its --help says so: no report by default (more problems than are printed say how to see them all)."""
+    with pytest.raises(SystemExit):
+        main(["validate", "--help"])
+    assert "default: none: validate writes no file" in " ".join(capsys.readouterr().out.split())
+    raw = write_raw(tmp_path / "raw.json", [bad(i) for i in range(25)])
+    assert main(["validate", "--input", str(raw)]) == 0
+    assert "5 more problems not shown; --rejects FILE lists them all" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.json"]
+    report = tmp_path / "checked" / "rejects.jsonl"
+    assert main(["validate", "--input", str(raw), "--rejects", str(report)]) == 0
+    assert [entry["index"] for entry in read_jsonl(report)] == list(range(25))
+    assert f"all in {report}" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    """``streamo --version`` names the version that pyproject.toml gives the package."""
+    import tomllib
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert capsys.readouterr().out == f"streamo {version}\n"
+
+
 def test_stats_counts_states(tmp_path, capsys):
     raw = write_raw(tmp_path / "raw.json", [good(0), good(1, duration=40)])
     out = tmp_path / "s.json"

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -6,6 +7,8 @@ from hypothesis import strategies as st
 
 from streamo.convert import ConvertOptions, convert_sample
 from streamo.protocol import State, parse_stream_messages
+
+EXAMPLE_RAW = Path(__file__).resolve().parents[1] / "dataset" / "example" / "raw_data.json"
 
 
 def make_raw(questions=(("Q?", "0"),), responses=(), duration=10, **extra):
@@ -76,7 +79,7 @@ def test_golden_reference_example_bytes_through_cli(reference_dir, tmp_path):
         (None, "--system-prompt", "must not be empty"),
     ],
 )
-def test_unusable_system_prompt_is_a_one_line_usage_error(reference_dir, tmp_path, capsys, content, option, reason):
+def test_unusable_system_prompt_is_a_one_line_usage_error(tmp_path, capsys, content, option, reason):
     """A blank prompt is refused like an unreadable file: `streamo stream` and `eval` refuse it, so a
     stream converted with one could never be run."""
     from streamo.cli import main
@@ -89,7 +92,7 @@ def test_unusable_system_prompt_is_a_one_line_usage_error(reference_dir, tmp_pat
         value = str(prompt)
     out = tmp_path / "stream.json"
     with pytest.raises(SystemExit) as exited:
-        main(["to-stream", "--input", str(reference_dir / "raw_data.json"), "--output", str(out), option, value])
+        main(["to-stream", "--input", str(EXAMPLE_RAW), "--output", str(out), option, value])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and not out.exists()
     assert f"argument {option}" in err and reason in err and "Traceback" not in err
@@ -218,6 +221,21 @@ def test_each_reject_reason_names_the_field(raw, field, words):
     assert outcome.rejected
     errors = [p for p in outcome.problems if p.severity == "error"]
     assert any(p.field == field and words in p.message.lower() for p in errors), outcome.problems
+
+
+def test_a_rejected_sample_reports_every_problem_of_its_readable_parts():
+    """An unreadable field leaves out only its own part: the other responses and questions are still checked."""
+    raw = make_raw(questions=[("Q?", "x"), ("Q2?", "12")], duration=10,
+                   responses=[instant("A.", "soon"), interval("B.", 6, 4), instant("C.", 10.5), {"content": 3}])
+    fields = [(p.field, p.message) for p in convert(raw).problems]
+    assert fields == [
+        ("question[0].time", "not a time: 'x'"),
+        ("response[0].time", "not a time: 'soon'"),
+        ("response[3].content", "Input should be a valid string"),
+        ("response[1].end_time", "end (4 s) is before start (6 s)"),
+        ("question[1].time", "12 s is after the video end (10 s)"),
+        ("response[2].time", "answer at 10.5 s falls beyond the video end (10 s)"),
+    ]
 
 
 def test_interval_with_time_too_warns_and_uses_interval():

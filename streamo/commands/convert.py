@@ -17,7 +17,7 @@ DESCRIPTION = "Convert raw event annotations into per-second stream conversation
 
 
 def add_arguments(parser) -> None:
-    add_raw_options(parser)
+    add_raw_options(parser, "OUTPUT.rejects.jsonl, beside the output")
     parser.add_argument("--output", required=True, type=Path, help="stream file: *.json (indented list) or *.jsonl")
     add_prompt_options(parser)
 

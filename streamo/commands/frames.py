@@ -12,7 +12,8 @@ from .options import WORKERS, add_fps
 NAME = "frames"
 HELP = "extract every video's per-turn frames into the frame cache ahead of training"
 DESCRIPTION = ("Sample each video at --fps, resize to the pixel budget and store JPEGs in the frame "
-               "cache; resumable, with a manifest and a failure report in the cache directory.")
+               "cache; resumable, with a manifest and a failure report in the cache directory. "
+               "Exit status 1 when any video failed (the others are still extracted), 2 for unusable arguments or input.")
 
 
 def add_arguments(parser) -> None:
@@ -39,4 +40,4 @@ def run(args: argparse.Namespace) -> int:
     manifest, failures = report_paths(args.cache_dir, args.input)
     print(f"{args.input} -> {args.cache_dir}: {summary.line()}; manifest: {manifest}"
           + (f"; failures: {failures}" if summary.failed or summary.samples_rejected else ""), file=sys.stderr)
-    return 0
+    return 1 if summary.failed else 0

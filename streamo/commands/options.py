@@ -20,13 +20,14 @@ def add_initial_question(parser: argparse.ArgumentParser) -> None:
                         help="do not repeat the first question at turn 0 when no question is asked there")
 
 
-def add_raw_options(parser: argparse.ArgumentParser) -> None:
-    """The inputs of ``convert`` and ``validate``: raw annotations and how to read them."""
+def add_raw_options(parser: argparse.ArgumentParser, rejects_default: str) -> None:
+    """The inputs of ``convert`` and ``validate``: raw annotations and how to read them;
+    ``rejects_default`` says where the report goes without ``--rejects``."""
     parser.add_argument("--input", required=True, type=existing_file, help="raw annotations: JSON list, JSON object or JSONL")
     parser.add_argument("--video-prefix", help="directory prepended to each sample's video_path")
     add_fps(parser)
     add_initial_question(parser)
-    parser.add_argument("--rejects", type=Path, help="JSONL report of every sample with a problem (default: next to the output)")
+    parser.add_argument("--rejects", type=Path, help=f"JSONL report of every sample with a problem (default: {rejects_default})")
     parser.add_argument("--workers", type=positive_int, default=WORKERS, help="worker processes (default: all CPUs)")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if any sample is rejected")
 

@@ -1,4 +1,4 @@
-"""``streamo validate``: every problem of raw annotations, with nothing written."""
+"""``streamo validate``: every problem of raw annotations; no file written but the report asked for."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from .options import add_raw_options
 
 NAME = "validate"
 HELP = "check raw annotations and report problems without writing output"
-DESCRIPTION = "Check raw annotations and report every problem, writing no output."
+DESCRIPTION = ("Check raw annotations and report every problem of every sample: the first ones printed, all of them "
+               "in the --rejects report when one is asked for; nothing else is written.")
 
 
 def add_arguments(parser) -> None:
-    add_raw_options(parser)
+    add_raw_options(parser, "none: validate writes no file and prints the first problems")
 
 
 def run(args: argparse.Namespace) -> int:

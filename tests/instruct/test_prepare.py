@@ -176,8 +176,9 @@ def test_the_printed_commands_fill_the_frame_cache_and_start_training(replica, t
     (venv / "python").symlink_to(sys.executable)
     (venv / "swift").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/argv\necho "$STREAMO_FRAME_CACHE" > {tmp_path}/cache\n')
     (venv / "swift").chmod(0o755)
-    env = {**os.environ, "STREAMO_VENV": str(venv.parent), "DEEPSPEED": "none", "NPROC_PER_NODE": "1",
-           "PATH": os.environ["PATH"]}
+    # The CPU recipe with a local MODEL: the GPU one stops without CUDA, before the stand-in would run.
+    env = {**os.environ, "STREAMO_VENV": str(venv.parent), "PRESET": "cpu-tiny", "MODEL": str(tmp_path),
+           "DEEPSPEED": "none", "NPROC_PER_NODE": "1", "PATH": os.environ["PATH"]}
     result = subprocess.run(["bash", "-c", commands["train"]], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     argv = (tmp_path / "argv").read_text().splitlines()

@@ -46,7 +46,7 @@ def test_stream_file_fills_the_cache_and_reports_every_problem(tmp_path, videos,
     data.write_bytes(b"\n".join(orjson.dumps(r) for r in records))
     cache_dir = tmp_path / "cache"
     argv = ["frames", "--input", str(data), "--cache-dir", str(cache_dir), "--workers", "2", "--max-pixels", "50176"]
-    assert main(argv) == 0
+    assert main(argv) == 1  # gone.mp4 failed; the others are extracted all the same
     manifest_path, failures_path = report_paths(cache_dir, data)
     manifest = {row["video"]: row for row in read_jsonl(manifest_path)}
     assert {v: (r["frames"], r["status"], r["samples"]) for v, r in manifest.items()} == {
@@ -64,7 +64,7 @@ def test_stream_file_fills_the_cache_and_reports_every_problem(tmp_path, videos,
     assert entry_dir == cache.lookup(a).directory
     assert [read_code(image) for image in cache.load(a)] == expected_frames(a_times, 1.0, 5)
 
-    assert main(argv) == 0  # resumable: a second run decodes nothing
+    assert main(argv) == 1  # resumable: a second run decodes nothing
     assert {row["status"] for row in read_jsonl(manifest_path)} == {"cached"}
     assert "0 extracted, 2 already cached" in capsys.readouterr().err
 
@@ -85,6 +85,18 @@ def test_raw_annotations_with_a_video_prefix(tmp_path, videos):
     assert sorted((row["video"], row["frames"]) for row in read_jsonl(manifest_path)) == [(str(a), 10), (str(b), 8)]
     assert [row["samples"] for row in read_jsonl(failures_path)] == [[1]]
     assert json.loads((cache_dir / read_jsonl(manifest_path)[0]["entry"] / "frames.json").read_text())["quality"] == 70
+
+
+def test_exit_status_1_when_every_video_failed_0_when_none_did(tmp_path, videos, capsys):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    data = tmp_path / "train.jsonl"
+    data.write_bytes(b"\n".join(orjson.dumps(stream_sample(str(path), 2)) for path in (broken, tmp_path / "gone.mp4")))
+    assert main(["frames", "--input", str(data), "--cache-dir", str(tmp_path / "cache"), "--workers", "1"]) == 1
+    assert "2 videos: 0 extracted, 0 already cached, 2 failed" in capsys.readouterr().err
+    (a, _) = videos["a"]
+    data.write_bytes(orjson.dumps(stream_sample(str(a), 5)))
+    assert main(["frames", "--input", str(data), "--cache-dir", str(tmp_path / "cache"), "--workers", "1"]) == 0
 
 
 def test_unusable_arguments_exit_with_status_2(tmp_path, capsys):
