@@ -609,7 +609,9 @@ def test_label_keys_work_right_after_picking_a_video_and_two_answers_in_one_seco
                                                                                               short_clip):
     tab = page_on(server.url + "/label")
     page, video = tab.page, "document.getElementById('video')"
-    page.set_input_files("#file", str(short_clip))  # no click anywhere after the pick
+    with page.expect_file_chooser() as chooser:  # picked as a person picks it: the chooser keeps the focus
+        page.click("#file")
+    chooser.value.set_files(str(short_clip))  # and no click anywhere after the pick
     page.wait_for_function(f"() => {video}.readyState >= 1")
     page.keyboard.press(" ")
     page.wait_for_function(f"() => !{video}.paused")
