@@ -665,15 +665,16 @@ def test_label_page_at_phone_width_labels_every_time_box_and_wraps_the_review(se
         if (document.documentElement.scrollWidth > width) problems.push(`page ${document.documentElement.scrollWidth} px wide`);
         for (const element of document.querySelectorAll("body *")) {
             const box = element.getBoundingClientRect();
-            if (box.width && (box.right > width + 0.5 || box.left < -0.5)) problems.push(`${element.tagName}.${element.className} spans ${box.left}-${box.right}`);
+            if (box.width && (box.right > width + 0.5 || box.left < -0.5))
+                problems.push(`${element.tagName}.${element.className} spans ${box.left}-${box.right}`);
         }
         const review = document.getElementById("review");
         if (review.scrollWidth > review.clientWidth) problems.push(`review ${review.scrollWidth} px in ${review.clientWidth}`);
-        const shown = [...review.querySelectorAll(".review-row.predicted .cell")].filter((cell) => {
-            const box = cell.getBoundingClientRect(), room = review.getBoundingClientRect();
-            return box.left >= room.left && box.right <= room.right;
-        });
-        if (shown.length !== review.querySelectorAll(".review-row.predicted .cell").length) problems.push(`${shown.length} seconds in view`);
+        const cells = [...review.querySelectorAll(".review-row.predicted .cell")];
+        const room = review.getBoundingClientRect();
+        const shown = cells.filter((cell) => cell.getBoundingClientRect().left >= room.left
+                                             && cell.getBoundingClientRect().right <= room.right);
+        if (shown.length !== cells.length) problems.push(`${shown.length} of ${cells.length} seconds in view`);
         if (getComputedStyle(document.querySelector("#items thead")).display !== "none") problems.push("header shown");
         for (const input of document.querySelectorAll("#items input[type=number]")) {
             const named = getComputedStyle(input.parentElement, "::before").content;
