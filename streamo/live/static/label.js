@@ -289,7 +289,9 @@ function truthStates(raw) {
   for (const item of raw.response) {
     if (item.st_time === "" || item.end_time === "" || item.end_time < item.st_time) continue;
     if (turnOf(item.end_time) + 1 >= turns) continue;
-    for (let turn = turnOf(item.st_time); turn <= turnOf(item.end_time); turn++) if (states[turn] === "silence") states[turn] = "standby";
+    for (let turn = turnOf(item.st_time); turn <= turnOf(item.end_time); turn++) {
+      if (states[turn] === "silence") states[turn] = "standby";
+    }
   }
   for (const turn of answerTurns(raw, turns).keys()) states[turn] = "response";
   return states;
@@ -323,7 +325,8 @@ function unmatched(rows, turns) {
   const raw = sample();
   const id = raw.id !== undefined ? raw.id : label.current;
   if (!rows.length) {
-    const others = [...new Set(label.predictions.map((row) => row.sample === undefined ? "none" : JSON.stringify(row.sample)))];
+    const others = [...new Set(label.predictions.map((row) => row.sample === undefined ? "(none given)" : JSON.stringify(row.sample)))];
+    if (!others.length) return "The predictions file has no rows.";
     return `No predictions for sample ${id}: the file has predictions for sample ${others.join(", ")} only. ` +
       "Pick that sample, or download the predictions again with this sample's id.";
   }
