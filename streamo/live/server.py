@@ -56,7 +56,7 @@ from .messages import (
     excerpt,
 )
 from .scheduler import Decided, Failed, Scheduler
-from .sources import list_sources, resolve_source
+from .sources import list_samples, list_sources, resolve_source
 
 log = logging.getLogger("streamo.live")
 
@@ -722,9 +722,12 @@ def create_app(state: AppState) -> FastAPI:
         return PlainTextResponse(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/sources", dependencies=[Depends(require_key)])
-    async def sources() -> dict[str, list[str]]:
-        """Server-side videos a session may play with ``{"type": "source", "path": ...}``."""
-        return {"sources": await asyncio.to_thread(list_sources, state.settings.sources)}
+    async def sources() -> dict[str, list[Any]]:
+        """Server-side videos a session may play with ``{"type": "source", "path": ...}``, and the
+        raw samples annotated on them (from a ``raw_data.json`` under ``--sources``)."""
+        roots = state.settings.sources
+        return {"sources": await asyncio.to_thread(list_sources, roots),
+                "samples": await asyncio.to_thread(list_samples, roots)}
 
     app.include_router(media_router(state.settings.sources, require_key))
 

@@ -145,10 +145,40 @@ def _example_question() -> str:
     return parse_stream_messages(record["messages"]).turns[0].questions[0]
 
 
+def _png_header_problems(tab: Page, png: Path) -> list[str]:
+    """Where the downloaded timeline's header does not fit its picture: ink in the right margin,
+    or a wrapped line wider than the canvas, or a legend that does not end complete."""
+    import numpy as np
+    from PIL import Image
+
+    picture = np.asarray(Image.open(png).convert("L"))
+    problems = []
+    if (picture[:, -3:] < 250).any():
+        problems.append("ink in the right margin")
+    lines, widths, width = tab.page.evaluate("""() => {
+        const canvas = document.createElement("canvas");
+        canvas.width = 60 * 15 + 52;
+        const ctx = canvas.getContext("2d");
+        ctx.font = PNG_FONT;
+        const lines = wrapText(ctx, ["Streamo", page.ready.model, `${page.events.length} seconds`,
+                                      "· silence  … standby  ! response  × dropped"], canvas.width - 2 * PNG_MARGIN);
+        return [lines, lines.map((line) => ctx.measureText(line).width), canvas.width];
+    }""")
+    problems += [f"line {line!r} is {w:.0f} px of {width}" for line, w in zip(lines, widths) if w > width - 8]
+    if not lines[-1].endswith("× dropped") or len(lines) < 2:
+        problems.append(f"header lines {lines}")
+    if picture.shape[1] != width:
+        problems.append(f"picture {picture.shape[1]} px wide, canvas {width}")
+    return problems
+
+
 def test_page_plays_a_file_like_streamo_stream_and_its_download_scores(example_model, page_on, capsys, tmp_path):
+    """docs/serving.md's words, literally: pick a video file, type a question and press Start
+    (no Ask): the question goes with the first frame and the answers come at streamo stream's seconds."""
     import json
 
     from streamo.engine.model import EngineSettings, StreamModel
+    from streamo.live.command import served_name
 
     question = _example_question()
     assert main(["stream", "--model", str(example_model), "--max-pixels", str(MAX_PIXELS),
@@ -156,17 +186,21 @@ def test_page_plays_a_file_like_streamo_stream_and_its_download_scores(example_m
     expected = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {record["state"] for record in expected} == {"silence", "standby", "response"}
     loaded = StreamModel(example_model, EngineSettings(max_pixels=MAX_PIXELS), "cpu")
-    with running_server(loaded) as server:
+    with running_server(loaded, name=served_name(example_model)) as server:  # the long header of the demo
         tab = page_on(server.url)
         assert tab.page.title() == "Streamo live"
-        tab.page.fill("#question", question)
-        tab.page.click("#ask")  # before the start: shown with the first frame
         tab.page.fill("#sample", str(SAMPLE))
-        tab.play_file(EXAMPLE_VIDEO)
+        tab.page.set_input_files("#file", str(EXAMPLE_VIDEO))
+        tab.page.fill("#question", question)
+        tab.page.click("#start")
         summary = tab.wait_closed()
     cells = tab.cells()
     assert [turn for turn, _ in cells] == list(range(len(expected))), summary  # one cell a second
     assert [state for _, state in cells] == [record["state"] for record in expected]
+    assert tab.page.eval_on_selector_all("#timeline .cell.has-question", "cells => cells.map(c => c.dataset.turn)") == ["0"]
+    assert [text.split(">", 1)[1].strip() for text in tab.page.eval_on_selector_all(
+        "#answers li.question", "items => items.map(i => i.innerText)")] == [f"Q: {question}"]
+    assert tab.page.input_value("#question") == ""
     answers = [record["text"] for record in expected if record["state"] == "response"]
     assert [text.split(">", 1)[1].strip() for text in tab.answers()] == answers
     with tab.page.expect_download() as download:
@@ -182,6 +216,7 @@ def test_page_plays_a_file_like_streamo_stream_and_its_download_scores(example_m
     png = tmp_path / "timeline.png"
     picture.value.save_as(png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not _png_header_problems(tab, png), _png_header_problems(tab, png)
     assert not tab.errors, tab.errors
 
 
@@ -505,8 +540,11 @@ def test_label_mode_reviews_predictions_against_the_truth_and_shows_a_planted_mi
     url = server.url
     tab = page_on(url + "/label")
     tab.page.set_input_files("#import", str(EXAMPLE / "raw_data.json"))
+    tab.page.set_input_files("#predictions", str(predictions))  # on sample 0, as the page first shows
+    tab.page.locator("#review-summary").filter(has_text=f"No predictions for sample 0: the file has predictions "
+                                                        f"for sample {SAMPLE} only.").wait_for()
+    assert not tab.page.eval_on_selector_all(".review-row", "rows => rows")
     tab.page.select_option("#sample-select", str(SAMPLE))
-    tab.page.set_input_files("#predictions", str(predictions))
     summary = tab.page.locator("#review-summary").filter(has_text="differ")
     summary.wait_for()
     assert summary.inner_text() == f"1 of {len(turns)} seconds differ: {planted}s-{planted + 1}s."
@@ -536,4 +574,116 @@ def test_an_empty_question_and_stop_each_say_what_happens(server, page_on, long_
     assert label == "Stopping…" and disabled and detail.startswith("Stopping:"), detail
     summary = tab.wait_closed()
     assert tab.page.inner_text("#stop") == "Stop" and tab.page.is_enabled("#start"), summary
+    assert not tab.errors, tab.errors
+
+
+def test_a_server_video_with_annotations_beside_it_names_the_sample_for_downloads(loaded_model, page_on):
+    """With ``--sources dataset/example`` the server offers the example's raw_data.json beside its
+    videos: the page takes the sample id from it (the one sample on the video whose first
+    question is the one typed), so the predictions download scores against the right sample."""
+    with running_server(loaded_model, ServeSettings(sources=[EXAMPLE.resolve()])) as server:
+        tab = page_on(server.url)
+        tab.page.check("input[name=source][value=server]")
+        tab.page.click("#load-sources")
+        tab.page.wait_for_selector("#server-source option[value='videos/synth_0000.mp4']", state="attached")
+        tab.page.select_option("#server-source", "videos/synth_0000.mp4")
+        note = tab.page.inner_text("#sample-note")
+        assert "4 samples" in note and "(0, 1, 2, 3)" in note, note
+        tab.page.fill("#question", _example_question())
+        assert tab.page.input_value("#sample") == str(SAMPLE)
+        assert f"sample {SAMPLE} (Narration)" in tab.page.inner_text("#sample-note")
+        tab.page.select_option("#server-source", "videos/synth_0001.mp4")
+        assert tab.page.input_value("#sample") == "6"  # the same question on the other clip
+        tab.page.fill("#sample", "7")  # a typed id is never replaced
+        tab.page.select_option("#server-source", "videos/synth_0000.mp4")
+        assert tab.page.input_value("#sample") == "7"
+    assert not tab.errors, tab.errors
+
+
+def _label_rows(tab: Page) -> list[list[str]]:
+    return tab.page.eval_on_selector_all("#items tbody tr", """rows => rows.map(row => [row.cells[0].textContent,
+        ...[...row.querySelectorAll("input")].filter(i => i.type !== "button").map(i => i.value)])""")
+
+
+def test_label_keys_work_right_after_picking_a_video_and_two_answers_in_one_second_are_warned(server, page_on,
+                                                                                              short_clip):
+    tab = page_on(server.url + "/label")
+    page, video = tab.page, "document.getElementById('video')"
+    with page.expect_file_chooser() as chooser:  # picked as a person picks it: the chooser keeps the focus
+        page.click("#file")
+    chooser.value.set_files(str(short_clip))  # and no click anywhere after the pick
+    page.wait_for_function(f"() => {video}.readyState >= 1")
+    page.keyboard.press(" ")
+    page.wait_for_function(f"() => !{video}.paused")
+    page.keyboard.press(" ")
+    page.wait_for_function(f"() => {video}.paused")
+    page.evaluate(f"{video}.currentTime = 2.3")
+    page.wait_for_function(f"() => !{video}.seeking")
+    page.keyboard.press("q")
+    page.keyboard.type("What moves?")
+    page.keyboard.press("Enter")
+    page.keyboard.press("a")
+    page.keyboard.type("The circle moved.")
+    page.keyboard.press("Enter")
+    assert page.is_hidden("#items-warning")
+    page.evaluate(f"{video}.currentTime = 1")
+    page.wait_for_function(f"() => Math.abs({video}.currentTime - 1) < 0.01 && !{video}.seeking")
+    page.keyboard.press("s")
+    page.evaluate(f"{video}.currentTime = 1.5")  # an event ending at 1.5 s is answered in 2s-3s
+    page.wait_for_function(f"() => Math.abs({video}.currentTime - 1.5) < 0.01 && !{video}.seeking")
+    page.keyboard.press("e")
+    page.keyboard.type("A square appeared.")
+    page.keyboard.press("Enter")
+    assert _label_rows(tab) == [["event", "", "1", "1.5", "A square appeared."], ["question", "2.3", "What moves?"],
+                                ["instant", "2.3", "", "", "The circle moved."]]
+    warning = page.inner_text("#items-warning")
+    assert warning.startswith("response[0] and response[1] answer in the same second (2s-3s): "
+                              "streamo convert joins them"), warning
+    page.fill("#items tbody tr:last-child .f-time", "5")  # the instant answer
+    page.keyboard.press("Tab")
+    assert page.is_hidden("#items-warning")  # moved to 5s-6s: nothing shared any more
+    assert not tab.errors, tab.errors
+
+
+def test_label_page_at_phone_width_labels_every_time_box_and_wraps_the_review(server, page_on, tmp_path):
+    import json
+
+    from streamo.protocol import parse_stream_messages
+
+    record = json.loads((EXAMPLE / "stream_format.json").read_text())[SAMPLE]
+    turns = parse_stream_messages(record["messages"]).turns
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps({"sample": SAMPLE, "t": turn.start, "state": turn.state.value}) + "\n"
+                                   for turn in turns))
+    tab = page_on(server.url + "/label", width=360, height=740)
+    tab.page.set_input_files("#import", str(EXAMPLE / "raw_data.json"))
+    tab.page.select_option("#sample-select", str(SAMPLE))
+    tab.page.set_input_files("#predictions", str(predictions))
+    tab.page.locator("#review-summary").filter(has_text="agree").wait_for()
+    problems = tab.page.evaluate("""(width) => {
+        const problems = [];
+        if (document.documentElement.scrollWidth > width) problems.push(`page ${document.documentElement.scrollWidth} px wide`);
+        for (const element of document.querySelectorAll("body *")) {
+            const box = element.getBoundingClientRect();
+            if (box.width && (box.right > width + 0.5 || box.left < -0.5))
+                problems.push(`${element.tagName}.${element.className} spans ${box.left}-${box.right}`);
+        }
+        const review = document.getElementById("review");
+        if (review.scrollWidth > review.clientWidth) problems.push(`review ${review.scrollWidth} px in ${review.clientWidth}`);
+        const cells = [...review.querySelectorAll(".review-row.predicted .cell")];
+        const room = review.getBoundingClientRect();
+        const shown = cells.filter((cell) => cell.getBoundingClientRect().left >= room.left
+                                             && cell.getBoundingClientRect().right <= room.right);
+        if (shown.length !== cells.length) problems.push(`${shown.length} of ${cells.length} seconds in view`);
+        if (getComputedStyle(document.querySelector("#items thead")).display !== "none") problems.push("header shown");
+        for (const input of document.querySelectorAll("#items input[type=number]")) {
+            const named = getComputedStyle(input.parentElement, "::before").content;
+            const field = input.className.replace("f-", "");
+            const want = { time: "time", st_time: "start", end_time: "end" }[field];
+            if (named !== `"${want}"`) problems.push(`${field} box labelled ${named}`);
+        }
+        return problems;
+    }""", 360)
+    assert not problems, problems
+    assert len(tab.page.eval_on_selector_all("#items input[type=number]", "inputs => inputs")) >= 6
     assert not tab.errors, tab.errors

@@ -171,6 +171,39 @@ def test_source_paths_outside_the_roots_are_refused(loaded_model, tmp_path):
     assert '"ok.mp4"' in listing and "secret" not in listing
 
 
+def test_annotated_samples_are_offered_only_for_videos_under_the_roots(tmp_path, caplog):
+    """``/v1/sources`` names the raw samples on a listed video (for the page's sample id); a
+    ``video_path`` leading out of the roots offers nothing, and an unreadable raw file is logged."""
+    import json
+
+    from streamo.live.sources import list_samples
+
+    root, outside, broken = tmp_path / "data", tmp_path / "private", tmp_path / "broken"
+    for folder in (root / "videos", outside, broken):
+        folder.mkdir(parents=True)
+    (root / "videos" / "ok.mp4").write_bytes(b"\0")
+    (outside / "secret.mp4").write_bytes(b"\0")
+    (root / "videos" / "link.mp4").symlink_to(outside / "secret.mp4")
+    question = [{"content": "What moves?", "time": 0}]
+    (root / "raw_data.json").write_text(json.dumps([
+        {"video_path": "videos/ok.mp4", "task_type": "QA", "question": question},
+        {"video_path": "../private/secret.mp4", "question": question},
+        {"video_path": "videos/link.mp4", "question": question},
+        {"video_path": "videos/missing.mp4", "question": question},
+        {"no": "video_path"},
+        {"id": "mine", "video_path": "videos/ok.mp4", "question": [{"content": "x" * 5000}]},
+    ]))
+    (broken / "raw_data.json").write_text("[{not json")
+    with caplog.at_level("WARNING", logger="streamo.live"):
+        offered = list_samples([root.resolve(), broken.resolve()])
+    assert offered == [
+        {"source": "videos/ok.mp4", "sample": 0, "task_type": "QA", "questions": ["What moves?"]},
+        {"source": "videos/ok.mp4", "sample": "mine", "task_type": "", "questions": ["x" * 2000]},
+    ]
+    assert "secret" not in json.dumps(offered)
+    assert f"{broken / 'raw_data.json'} cannot be read" in caplog.text
+
+
 def test_url_sources_only_when_allowed(loaded_model, tmp_path):
     """--allow-urls plays an http URL (a loopback file server here); without it, refused."""
     import functools

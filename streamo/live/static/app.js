@@ -28,6 +28,8 @@ const page = {
   closedCleanly: false,
   fileUrl: null,
   queued: [],          // questions asked before the session started
+  annotated: [],       // raw samples on the server's videos (GET /v1/sources)
+  sampleTyped: false,  // the sample id was typed: never replaced
   stopping: false,
 };
 
@@ -83,6 +85,16 @@ function start() {
     return;
   }
   resetTimeline();
+  // "Type a question and press Start": a question left in the box goes with the first frame, as Ask would.
+  const typed = $("question").value.trim();
+  if (typed) {
+    page.queued.push(typed);
+    $("question").value = "";
+  }
+  nameSample();
+  if (page.queued.length) {
+    $("detail").textContent = `${page.queued.length === 1 ? "The question goes" : `${page.queued.length} questions go`} to the server with the first frame.`;
+  }
   page.closedCleanly = false;
   page.stopping = false;
   const protocols = [PROTOCOL];
@@ -483,20 +495,60 @@ function predictionsJsonl() {
   })).join("\n") + "\n";
 }
 
+function wrapText(ctx, parts, width) {
+  // Lines that each fit `width` pixels in the context's font: whole parts joined by " · " where
+  // they fit, a longer part broken at spaces, a longer word at any character.
+  const fits = (text) => ctx.measureText(text).width <= width;
+  const pieces = [];  // [text, index of its part]
+  parts.forEach((part, index) => {
+    if (fits(part)) return pieces.push([part, index]);
+    for (const word of part.split(" ").filter(Boolean)) {
+      let chunk = "";
+      for (const character of word) {
+        if (chunk && !fits(chunk + character)) { pieces.push([chunk, index]); chunk = ""; }
+        chunk += character;
+      }
+      pieces.push([chunk, index]);
+    }
+  });
+  const lines = [];
+  let line = "", previous = -1;
+  for (const [text, index] of pieces) {
+    const joined = line ? line + (index === previous ? " " : " · ") + text : text;
+    if (line && !fits(joined)) {
+      lines.push(line);
+      line = text;
+    } else {
+      line = joined;
+    }
+    previous = index;
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
+const PNG_FONT = "12px sans-serif", PNG_LINE = 16, PNG_MARGIN = 4;
+
 function timelinePng() {
+  // The header (the model's description can be long) wraps onto as many lines as it needs.
   const fps = page.ready.fps;
   const perRow = Math.round(60 * fps);
-  const cell = 14, gap = 1, left = 44, top = 28;
+  const cell = 14, gap = 1, left = 44;
   const rows = Math.floor(page.lastTurn / perRow) + 1;
   const canvas = document.createElement("canvas");
   canvas.width = left + perRow * (cell + gap) + 8;
+  let ctx = canvas.getContext("2d");
+  ctx.font = PNG_FONT;
+  const header = wrapText(ctx, ["Streamo", page.ready.model, `${page.events.length} seconds`,
+    "· silence  … standby  ! response  × dropped"], canvas.width - 2 * PNG_MARGIN);
+  const top = header.length * PNG_LINE + 12;
   canvas.height = top + rows * (cell + 6) + 8;
-  const ctx = canvas.getContext("2d");
+  ctx = canvas.getContext("2d");  // resizing the canvas resets its state
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
-  ctx.font = "12px sans-serif";
+  ctx.font = PNG_FONT;
   ctx.fillStyle = "#000";
-  ctx.fillText(`Streamo · ${page.ready.model} · ${page.events.length} seconds · · silence  … standby  ! response  × dropped`, 4, 16);
+  header.forEach((line, index) => ctx.fillText(line, PNG_MARGIN, 16 + index * PNG_LINE));
   const colours = { silence: "#bbbbbb", standby: "#e69f00", response: "#0072b2", dropped: "#ffffff" };
   for (const [turn, element] of page.cells) {
     const state = element.dataset.state;
@@ -529,10 +581,34 @@ async function loadSources() {
     showMessage(ERROR_HELP.unauthorized);
     return;
   }
-  const { sources } = await response.json();
+  const { sources, samples } = await response.json();
+  page.annotated = samples || [];
   const select = $("server-source");
   select.replaceChildren(...sources.map((name) => new Option(name, name)));
   showMessage(sources.length ? "" : "The server offers no videos (start it with --sources DIR).");
+  nameSample();
+}
+
+function nameSample() {
+  // The sample id for downloads, from the raw_data.json the server has beside its videos: the
+  // one sample on the chosen video, or the one among several whose first question is the one asked.
+  if (page.sampleTyped || page.socket) return;
+  const note = $("sample-note");
+  note.textContent = "";
+  if (page.source !== "server") return;
+  const path = $("server-source").value;
+  const onVideo = page.annotated.filter((sample) => sample.source === path);
+  if (!onVideo.length) return;
+  const asked = page.queued[0] || $("question").value.trim();
+  const matching = onVideo.length === 1 ? onVideo
+    : onVideo.filter((sample) => asked && sample.questions[0] === asked);
+  if (matching.length === 1) {
+    $("sample").value = matching[0].sample;
+    note.textContent = `from the server's raw_data.json: sample ${matching[0].sample} (${matching[0].task_type || "?"}) on ${path}`;
+  } else {
+    note.textContent = `${onVideo.length} samples in the server's raw_data.json are on ${path}` +
+      ` (${onVideo.map((sample) => sample.sample).join(", ")}); type the question to pick one, or set the id`;
+  }
 }
 
 // ----------------------------------------------------------------------------- wiring
@@ -542,6 +618,7 @@ function init() {
   for (const radio of document.querySelectorAll("input[name=source]")) {
     radio.onchange = () => {
       page.source = radio.value;
+      nameSample();
       $("file-row").hidden = page.source !== "file";
       $("server-row").hidden = page.source !== "server";
     };
@@ -550,6 +627,9 @@ function init() {
   $("retry").onclick = start;
   $("stop").onclick = stop;
   $("load-sources").onclick = loadSources;
+  $("server-source").onchange = nameSample;
+  $("question").oninput = nameSample;
+  $("sample").oninput = () => { page.sampleTyped = true; $("sample-note").textContent = ""; };
   $("ask-form").onsubmit = (submit) => {
     submit.preventDefault();
     const text = $("question").value.trim();
@@ -562,6 +642,7 @@ function init() {
     $("question").value = "";
     if (!page.socket) {
       page.queued.push(text);
+      nameSample();
       $("detail").textContent = `Question kept for the start (${page.queued.length}): it is shown with the first frame.`;
       return;
     }

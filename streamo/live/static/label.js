@@ -8,6 +8,7 @@ const EPS = 1e-9;
 const FPS = 1;  // the raw format's rules at streamo convert's default rate
 const KNOWN = ["video_name", "video_path", "source", "task_type", "question", "response", "duration"];
 const SIGNS = { silence: "·", standby: "…", response: "!" };
+const COLUMN_NAMES = { time: "time", st_time: "start", end_time: "end" };  // the table header's words
 
 const label = {
   samples: [],       // raw samples, as exported
@@ -85,10 +86,16 @@ function addInstant() {
   render(item);
 }
 
+// Fields that take typed keys; on any other element (the player, a file chooser, a button) the
+// marking keys work, and Space and Enter still press a focused button.
+const TYPING = "input:not([type=file], [type=checkbox], [type=radio], [type=button]), select, textarea, [contenteditable]";
+
 function onKey(event) {
   const target = event.target;
-  if (target.matches("input, select, textarea, button") || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (target.matches(TYPING) || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (target.matches("button") && (event.key === " " || event.key === "Enter")) return;
   const video = $("video");
+  if (target === video && event.key === " ") return;  // the focused player plays or pauses itself (on key up)
   const actions = {
     q: addQuestion, s: markStart, e: markEnd, a: addInstant,
     " ": () => (video.paused ? video.play() : video.pause()),
@@ -124,6 +131,7 @@ function render(focusItem) {
     row.insertCell().textContent = kind === "question" ? "question" : (item.st_time !== "" ? "event" : "instant");
     for (const field of ["time", "st_time", "end_time"]) {
       const cell = row.insertCell();
+      cell.dataset.label = COLUMN_NAMES[field];  // shown beside the box where the table header is hidden
       if (kind === "question" && field !== "time") continue;
       const input = document.createElement("input");
       input.type = "number";
@@ -132,7 +140,7 @@ function render(focusItem) {
       input.className = `f-${field}`;
       input.value = item[field];
       input.setAttribute("aria-label", `${kind} ${field}`);
-      input.onchange = () => { item[field] = number(input.value); renderReview(); };
+      input.onchange = () => { item[field] = number(input.value); showSameSecond(); renderReview(); };
       cell.append(input);
     }
     const text = document.createElement("input");
@@ -156,7 +164,16 @@ function render(focusItem) {
     row.insertCell().append(remove);
     if (item === focusItem) text.focus();
   }
+  showSameSecond();
   renderReview();
+}
+
+function showSameSecond() {
+  const shared = sameSecondWarning(sample());
+  $("items-warning").textContent = shared
+    ? `${shared}: streamo convert joins them into one answer. Move one to another second if they are separate answers.`
+    : "";
+  $("items-warning").hidden = !shared;
 }
 
 function at(item) {
@@ -243,34 +260,58 @@ function turnOf(moment) {
   return Math.max(Math.ceil(moment * FPS - EPS) - 1, 0);
 }
 
-function truthStates(raw) {
-  // streamo convert's rules (streamo/convert.py): Standby from the start's turn through the
-  // end's, the answer the turn after; an instant answer at its turn; Response beats Standby.
-  const turns = Math.max(Math.floor(Number(raw.duration) * FPS + EPS), 0) || 0;
-  const states = new Array(turns).fill("silence");
-  const answers = new Set();
-  for (const item of raw.response) {
+function answerTurns(raw, turns) {
+  // streamo convert's rules (streamo/convert.py): an event's answer the turn after its end's, an
+  // instant answer at its turn; answers beyond the last turn are left out. Turn -> response indices.
+  const placed = new Map();
+  raw.response.forEach((item, index) => {
     let answer;
     if (item.st_time !== "" && item.end_time !== "") {
-      if (item.end_time < item.st_time) continue;
-      const last = turnOf(item.end_time);
-      answer = last + 1;
-      if (answer >= turns) continue;
-      for (let turn = turnOf(item.st_time); turn <= last; turn++) if (states[turn] === "silence") states[turn] = "standby";
+      if (item.end_time < item.st_time) return;
+      answer = turnOf(item.end_time) + 1;
     } else if (item.time !== "") {
       answer = turnOf(item.time);
-      if (answer >= turns) continue;
-    } else continue;
-    answers.add(answer);
+    } else return;
+    if (answer >= turns) return;
+    placed.set(answer, [...(placed.get(answer) || []), index]);
+  });
+  return placed;
+}
+
+function turnCount(raw) {
+  return Math.max(Math.floor(Number(raw.duration) * FPS + EPS), 0) || 0;
+}
+
+function truthStates(raw) {
+  // Standby from an event's start turn through its end's; Response beats Standby.
+  const turns = turnCount(raw);
+  const states = new Array(turns).fill("silence");
+  for (const item of raw.response) {
+    if (item.st_time === "" || item.end_time === "" || item.end_time < item.st_time) continue;
+    if (turnOf(item.end_time) + 1 >= turns) continue;
+    for (let turn = turnOf(item.st_time); turn <= turnOf(item.end_time); turn++) {
+      if (states[turn] === "silence") states[turn] = "standby";
+    }
   }
-  for (const turn of answers) states[turn] = "response";
+  for (const turn of answerTurns(raw, turns).keys()) states[turn] = "response";
   return states;
 }
 
-function predictedStates(index, turns) {
+function sameSecondWarning(raw) {
+  // streamo convert joins answers that land in one second into one answer (with a warning): say so here.
+  const shared = [...answerTurns(raw, turnCount(raw) || Infinity)].filter(([, indices]) => indices.length > 1)
+    .sort((a, b) => a[0] - b[0]);
+  return shared.map(([turn, indices]) => `${indices.map((index) => `response[${index}]`).join(" and ")} ` +
+    `answer in the same second (${turn}s-${turn + 1}s)`).join("; ");
+}
+
+function predictionRows(index) {
   const raw = label.samples[index];
-  const rows = label.predictions.filter((row) => (row.sample === undefined && label.samples.length === 1) ||
+  return label.predictions.filter((row) => (row.sample === undefined && label.samples.length === 1) ||
     row.sample === index || (raw.id !== undefined && row.sample === raw.id));
+}
+
+function predictedStates(rows, turns) {
   const states = new Array(turns).fill(null);
   for (const row of rows) {
     const turn = Math.floor(Number(row.t) * FPS + EPS);
@@ -279,12 +320,36 @@ function predictedStates(index, turns) {
   return states;
 }
 
+function unmatched(rows, turns) {
+  // Why predictions cannot be compared with this sample, or "" when they can.
+  const raw = sample();
+  const id = raw.id !== undefined ? raw.id : label.current;
+  if (!rows.length) {
+    const others = [...new Set(label.predictions.map((row) => row.sample === undefined ? "(none given)" : JSON.stringify(row.sample)))];
+    if (!others.length) return "The predictions file has no rows.";
+    return `No predictions for sample ${id}: the file has predictions for sample ${others.join(", ")} only. ` +
+      "Pick that sample, or download the predictions again with this sample's id.";
+  }
+  const last = Math.max(...rows.map((row) => Math.floor(Number(row.t) * FPS + EPS)));
+  if (last >= turns) {
+    return `The predictions for sample ${id} run to ${last + 1} s, but the sample is ${turns} s long: ` +
+      "they are not for this sample's video.";
+  }
+  return "";
+}
+
 function renderReview() {
   const box = $("review");
   box.replaceChildren();
   if (!label.predictions || !label.samples.length) return;
   const truth = truthStates(sample());
-  const predicted = predictedStates(label.current, truth.length);
+  const rows = predictionRows(label.current);
+  const problem = unmatched(rows, truth.length);
+  if (problem) {
+    $("review-summary").textContent = problem;
+    return;
+  }
+  const predicted = predictedStates(rows, truth.length);
   const mismatches = [];
   const rowOf = (name, states) => {
     const row = document.createElement("div");
@@ -338,6 +403,7 @@ function init() {
     if (!file) return;
     label.videoName = file.name;
     video.src = URL.createObjectURL(file);
+    video.focus();  // the keys mark the video at once (Space on the chooser would reopen it)
   };
   video.onloadedmetadata = () => {
     const raw = sample();
