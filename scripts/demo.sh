@@ -58,9 +58,9 @@ streamo eval --model "$checkpoint" --data "$example/raw_data.json" --video-prefi
 question="$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))[int(sys.argv[2])]["question"][0]["content"])' \
     "$example/raw_data.json" "$sample")"
 echo "== watch it live: serve the fitted model with the web page, then open http://127.0.0.1:8000/"
-echo "   $STREAMO_VENV/bin/streamo serve --model $(printf %q "$fitted") --sources $(printf %q "$example/videos")"
-echo "   pick Server video (List, synth_0000.mp4) or the file $example/videos/synth_0000.mp4,"
-echo "   ask \"$question\" and press Start. Set the page's sample id for downloads to $sample (this sample), and"
-echo "   its predictions.jsonl scores with:"
+echo "   $STREAMO_VENV/bin/streamo serve --model $(printf %q "$fitted") --sources $(printf %q "$example")"
+echo "   pick Server video (List, videos/synth_0000.mp4), type \"$question\" and press Start;"
+echo "   the page sets its sample id for downloads to $sample (this sample, from the raw_data.json beside the videos;"
+echo "   type it for the uploaded file $example/videos/synth_0000.mp4), and its predictions.jsonl scores with:"
 echo "   $STREAMO_VENV/bin/streamo eval --predictions predictions.jsonl --data $(printf %q "$example/raw_data.json")" \
     "--video-prefix $(printf %q "$example")"

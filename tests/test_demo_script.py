@@ -73,7 +73,7 @@ def test_the_closing_hint_serves_the_example_videos_by_absolute_paths(tmp_path, 
     args = build_parser().parse_args(serve)
     assert args.command == "serve"
     assert args.model == str(REPO / "output" / "demo" / "example-fitted")
-    assert args.sources == [REPO / "dataset" / "example" / "videos"] and args.sources[0].is_dir()
+    assert args.sources == [REPO / "dataset" / "example"] and (args.sources[0] / "raw_data.json").is_file()
     args = build_parser().parse_args(score)
     assert args.command == "eval" and args.data == REPO / "dataset" / "example" / "raw_data.json"
     assert Path(args.video_prefix).is_absolute()

@@ -345,8 +345,9 @@ def _expected_answers() -> dict[int, str]:
 
 
 def test_the_demo_model_served_by_streamo_serve_decides_with_the_server_video_in_step(example_model, page_on):
-    """The demo's closing hint, followed: ``streamo serve --sources dataset/example/videos`` (a real
-    process, with a key), the page plays the server's video with the example's question."""
+    """The demo's closing hint, followed: ``streamo serve --sources dataset/example`` (a real
+    process, with a key), the page plays the server's video with the example's question, typed and
+    sent by Start, and names the sample for downloads from the annotations beside the videos."""
     import subprocess
     import sys
     import time
@@ -357,7 +358,7 @@ def test_the_demo_model_served_by_streamo_serve_decides_with_the_server_video_in
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "streamo.cli", "serve", "--model", str(example_model), "--port", str(port),
-         "--sources", str(EXAMPLE / "videos")],
+         "--sources", str(EXAMPLE)],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "STREAMO_API_KEY": key},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -374,10 +375,10 @@ def test_the_demo_model_served_by_streamo_serve_decides_with_the_server_video_in
         tab.page.fill("#key", key)
         tab.page.check("input[name=source][value=server]")
         tab.page.click("#load-sources")
-        tab.page.wait_for_selector("#server-source option[value='synth_0000.mp4']", state="attached")
-        tab.page.select_option("#server-source", "synth_0000.mp4")
+        tab.page.wait_for_selector("#server-source option[value='videos/synth_0000.mp4']", state="attached")
+        tab.page.select_option("#server-source", "videos/synth_0000.mp4")
         tab.page.fill("#question", _example_question())
-        tab.page.click("#ask")
+        tab.page.wait_for_function(f"document.getElementById('sample').value === '{SAMPLE}'")
         tab.page.click("#start")
         samples = []  # (player time, last decided second) while the source plays
         while not tab.page.locator("#detail").filter(has_text="Session closed").count():
