@@ -107,12 +107,15 @@ class RayExecutor:
         self.max_retries = max_retries
         self.log = log
         self.cpus = 0
+        self._owned = False
         self._attempts_dir: Path | None = None
 
     def __enter__(self) -> "RayExecutor":
         ray = _import_ray()
+        self._owned = not ray.is_initialized()  # a caller's own ray.init (its options) is used as it is
         try:
-            ray.init(address=self.address, logging_level=logging.WARNING, configure_logging=True)
+            if self._owned:
+                ray.init(address=self.address, logging_level=logging.WARNING)
         except ConnectionError as exc:
             if self.address != DEFAULT_ADDRESS:
                 raise ClusterError(f"--ray-address {self.address}: no Ray cluster there ({exc})") from None
@@ -123,14 +126,16 @@ class RayExecutor:
             raise ClusterError(f"--ray-address {self.address}: {exc}") from None
         self.cpus = int(ray.cluster_resources().get("CPU", 0))
         if self.cpus < 1:
-            ray.shutdown()
+            self.__exit__()
             raise ClusterError(f"the Ray cluster at {self.address} offers no CPU to run tasks on")
         return self
 
     def __exit__(self, *exc_info) -> None:
         if self._attempts_dir is not None:
             shutil.rmtree(self._attempts_dir, ignore_errors=True)
-        _import_ray().shutdown()
+            self._attempts_dir = None
+        if self._owned:
+            _import_ray().shutdown()
 
     def check_shared(self, directory: str | os.PathLike[str]) -> None:
         """Make sure a task on every node with CPUs sees ``directory`` as the driver does."""
