@@ -7,7 +7,8 @@ ffmpeg binary exists, otherwise a PyAV decode of every frame (``ffmpeg_limit_met
 which); the PyAV full decode, a stricter bar (no per-frame work at all), is always reported
 too. Each measurement runs in a fresh process; the methods alternate for ``--rounds`` rounds
 and the best round counts (the machine is shared); CPU seconds (all threads) and their ratio
-are reported as well, being less sensitive to other load. Prints one JSON line.
+are reported as well, being less sensitive to other load, and the share of the clip's frames
+that our sampler never decodes (``frames_skipped_undecoded_share``). Prints one JSON line.
 Targets: ours >= 4x the seek baseline and >= 1.0x the full decode.
 """
 
@@ -86,6 +87,28 @@ def run_pyav_full_decode(clip: str) -> dict:
     return {"seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu}
 
 
+def decoded_frames(clip: str) -> int:
+    """Frames the decoder gave while our sampler read the clip (the rest were skipped undecoded:
+    non-reference frames before the next wanted time, and everything after the last turn)."""
+    from streamo.video import sampling
+
+    decode, count = sampling._decode, 0
+
+    def counting(*args):
+        nonlocal count
+        for frame in decode(*args):
+            count += 1
+            yield frame
+
+    sampling._decode = counting
+    try:
+        for _ in sampling.turn_frames(clip):
+            pass
+    finally:
+        sampling._decode = decode
+    return count
+
+
 def _in_fresh_process(function, *args) -> dict:
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
@@ -132,11 +155,13 @@ def main() -> None:
             return turns / min(r["seconds"] for r in runs)
 
         ours_fps, seek_fps, pyav_fps = rate(ours), seek["turns"] / seek["seconds"], rate(pyav)
+        types = frame_types(clip)
+        skipped = 1 - decoded_frames(clip) / sum(types.values())
         limit_fps = rate(ffmpeg) if has_ffmpeg else pyav_fps
         limit_runs = ffmpeg if has_ffmpeg else pyav
         result = {
             "clip": {"seconds": args.seconds, "size": "640x360", "fps": 30, "gop": 250, "codec": "h264",
-                     "mbytes": round(Path(clip).stat().st_size / 2**20, 2), "frame_types": frame_types(clip),
+                     "mbytes": round(Path(clip).stat().st_size / 2**20, 2), "frame_types": types,
                      "encode_seconds": round(encode_seconds, 1)},
             "turns": turns,
             "unit": "turns (kept 1-fps frames) per wall-clock second",
@@ -150,6 +175,7 @@ def main() -> None:
             "ours_vs_seek": round(ours_fps / seek_fps, 2),
             "ours_vs_ffmpeg_limit": round(ours_fps / limit_fps, 3),
             "ours_vs_pyav_full_decode": round(ours_fps / pyav_fps, 3),
+            "frames_skipped_undecoded_share": round(skipped, 3),
             "ours_cpu_seconds": round(min(r["cpu_seconds"] for r in ours), 2),
             "ffmpeg_limit_cpu_seconds": round(min(r["cpu_seconds"] for r in limit_runs), 2),
             "pyav_full_decode_cpu_seconds": round(min(r["cpu_seconds"] for r in pyav), 2),
