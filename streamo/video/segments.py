@@ -129,8 +129,9 @@ def plan(path: str, fps: float, turns: int, parts: int, eps: float, tail_turns: 
                 current.end = cut
                 pieces.append(Piece(cut, None))
         pieces[-1].turns.setdefault(wanted, []).append(turn)
-    if len(pieces) < 2:
-        return None
+    largest = max(len(piece.turns) for piece in pieces)
+    if len(pieces) < 2 or largest * frame_bytes * (parts + 1) > 2 * _BYTES_IN_FLIGHT:
+        return None  # nothing to share out, or long groups of pictures of huge frames: one pass holds less
     moments = {wanted: wanted * base - origin for wanted in set(chosen)}
     return Plan(pieces, base, origin, moments, sample_aspect)
 
