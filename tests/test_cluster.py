@@ -32,7 +32,6 @@ from streamo.video.synthetic import frame_times, write_clip
 from instruct.replica import build as build_replica
 
 psutil = pytest.importorskip("psutil")
-pytest.importorskip("ray")
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "dataset" / "example"
 MARKER_VARIABLE = "STREAMO_TEST_RAY_CLUSTER"
@@ -98,6 +97,7 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    pytest.importorskip("ray")
     temp = tmp_path_factory.mktemp("ray")
     own_temp = None
     if len(str(temp)) > 40:  # Ray's sockets live below it; a Unix socket path holds at most 107 bytes
@@ -243,3 +243,15 @@ def test_instruct_prepare_checks_videos_on_ray_as_on_one_machine(cluster, tmp_pa
         assert (row["source"], row["reason"], row["attempts"]) == (known["source"], known["reason"], 1)
         assert row["node"] in NODES
     assert summaries[1]["files"]["ledger"] == str((ray / "ledger.jsonl").resolve())
+
+
+def test_ray_is_imported_only_for_the_ray_executor(videos, tmp_path):
+    """The default path never imports Ray; without Ray installed, --executor ray is one line."""
+    script = ("import sys; from streamo.cli import main; code = main(sys.argv[1:]); "
+              "assert 'ray' not in sys.modules, 'ray imported'; sys.modules['ray'] = None; "
+              "sys.exit(main(sys.argv[1:] + ['--executor', 'ray']) * 10 + code)")
+    done = subprocess.run([sys.executable, "-c", script, "frames", "--input", str(videos), "--cache-dir",
+                           str(tmp_path / "frames"), "--workers", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 20, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "streamo: error: --executor ray needs Ray: install the cluster extra (pip install 'streamo[cluster]')")
