@@ -89,9 +89,11 @@ def _run_batch(function: Callable[[Any], Any], items: list, attempts_file: str, 
 
 
 def _attempts(path: Path) -> tuple[int, str | None]:
-    """(attempts made, node of the last one) from a task's attempts file."""
+    """(attempts made, node of the last one) from a finished task's attempts file, which goes
+    (a shared filesystem is slow at directories of 136K files)."""
     try:
         lines = path.read_text(encoding="utf-8").split("\n")
+        path.unlink()
     except OSError:
         return 1, None
     lines = [line for line in lines if line.strip()]
