@@ -7,8 +7,11 @@ ffmpeg binary exists, otherwise a PyAV decode of every frame (``ffmpeg_limit_met
 which); the PyAV full decode, a stricter bar (no per-frame work at all), is always reported
 too. Each measurement runs in a fresh process; the methods alternate for ``--rounds`` rounds
 and the best round counts (the machine is shared); CPU seconds (all threads) and their ratio
-are reported as well, being less sensitive to other load. Prints one JSON line.
-Targets: ours >= 4x the seek baseline and >= 1.0x the full decode.
+are reported as well, being less sensitive to other load, and the share of the clip's frames
+that our sampler never decodes (``frames_skipped_undecoded_share``). ``ours`` decodes the clip
+in pieces at once (``streamo.video.segments``); ``ours_one_pass`` is the same extractor decoding
+in one pass with frame threads, as before. Prints one JSON line.
+Targets: ours >= 4x the seek baseline and >= 1.2x the full decode.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ from streamo.protocol import turn_count
 from streamo.video.probe import probe_duration
 
 
-def run_ours(clip: str, cache_dir: str) -> dict:
+def run_ours(clip: str, cache_dir: str, threads: int = 0) -> dict:
+    """The frame cache filling one entry; ``threads`` 0 (its default) decodes in pieces at once,
+    a thread count decodes in one pass with that many frame threads (the way before pieces)."""
     from streamo.video.cache import FrameCache
 
     shutil.rmtree(cache_dir, ignore_errors=True)
-    cache = FrameCache(cache_dir)
+    cache = FrameCache(cache_dir, threads=threads)
     cpu, start = cpu_seconds(), time.perf_counter()
     entry = cache.ensure(clip)
     seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
@@ -86,6 +91,28 @@ def run_pyav_full_decode(clip: str) -> dict:
     return {"seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds() - cpu}
 
 
+def decoded_frames(clip: str) -> int:
+    """Frames the decoder gave while our sampler read the clip (the rest were skipped undecoded:
+    non-reference frames before the next wanted time, and everything after the last turn)."""
+    from streamo.video import sampling
+
+    decode, count = sampling._decode, 0
+
+    def counting(*args):
+        nonlocal count
+        for frame in decode(*args):
+            count += 1
+            yield frame
+
+    sampling._decode = counting
+    try:
+        for _ in sampling.turn_frames(clip):
+            pass
+    finally:
+        sampling._decode = decode
+    return count
+
+
 def _in_fresh_process(function, *args) -> dict:
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
@@ -119,9 +146,10 @@ def main() -> None:
         encode_seconds = time.perf_counter() - started
         turns = turn_count(probe_duration(clip))
         has_ffmpeg = shutil.which("ffmpeg") is not None
-        ours, pyav, ffmpeg = [], [], []
+        ours, one_pass, pyav, ffmpeg = [], [], [], []
         for _ in range(args.rounds):
             ours.append(_in_fresh_process(run_ours, clip, str(Path(work) / "cache")))
+            one_pass.append(_in_fresh_process(run_ours, clip, str(Path(work) / "cache"), os.cpu_count() or 1))
             pyav.append(_in_fresh_process(run_pyav_full_decode, clip))
             if has_ffmpeg:
                 ffmpeg.append(_in_fresh_process(run_ffmpeg_null, clip))
@@ -132,11 +160,13 @@ def main() -> None:
             return turns / min(r["seconds"] for r in runs)
 
         ours_fps, seek_fps, pyav_fps = rate(ours), seek["turns"] / seek["seconds"], rate(pyav)
+        types = frame_types(clip)
+        skipped = 1 - decoded_frames(clip) / sum(types.values())
         limit_fps = rate(ffmpeg) if has_ffmpeg else pyav_fps
         limit_runs = ffmpeg if has_ffmpeg else pyav
         result = {
             "clip": {"seconds": args.seconds, "size": "640x360", "fps": 30, "gop": 250, "codec": "h264",
-                     "mbytes": round(Path(clip).stat().st_size / 2**20, 2), "frame_types": frame_types(clip),
+                     "mbytes": round(Path(clip).stat().st_size / 2**20, 2), "frame_types": types,
                      "encode_seconds": round(encode_seconds, 1)},
             "turns": turns,
             "unit": "turns (kept 1-fps frames) per wall-clock second",
@@ -150,6 +180,10 @@ def main() -> None:
             "ours_vs_seek": round(ours_fps / seek_fps, 2),
             "ours_vs_ffmpeg_limit": round(ours_fps / limit_fps, 3),
             "ours_vs_pyav_full_decode": round(ours_fps / pyav_fps, 3),
+            "ours_one_pass_fps": round(rate(one_pass), 2),
+            "ours_vs_one_pass": round(ours_fps / rate(one_pass), 3),
+            "ours_one_pass_cpu_seconds": round(min(r["cpu_seconds"] for r in one_pass), 2),
+            "frames_skipped_undecoded_share": round(skipped, 3),
             "ours_cpu_seconds": round(min(r["cpu_seconds"] for r in ours), 2),
             "ffmpeg_limit_cpu_seconds": round(min(r["cpu_seconds"] for r in limit_runs), 2),
             "pyav_full_decode_cpu_seconds": round(min(r["cpu_seconds"] for r in pyav), 2),
@@ -160,7 +194,7 @@ def main() -> None:
             "seek_baseline_peak_rss_mb": round(seek["peak_rss_mb"], 1),
             "cache_bytes_per_frame": round(best_ours["bytes"] / best_ours["turns"]),
             "frame_size": "x".join(map(str, best_ours["size"])),
-            "targets_met": ours_fps >= 4 * seek_fps and ours_fps >= limit_fps,
+            "targets_met": ours_fps >= 4 * seek_fps and ours_fps >= 1.2 * limit_fps,
         }
     print_json_line(result)
 

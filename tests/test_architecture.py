@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "streamo"
 FLOORS = {
     # 0, the core: formats, conversion, video, metrics; no model
     **dict.fromkeys(("errors", "argtypes", "protocol", "annotation", "jsonfiles", "stats", "loss", "convert", "batch",
-                     "video", "synth", "metrics", "ovobench", "instruct", "tiny_model"), 0),
+                     "video", "synth", "metrics", "ovobench", "instruct", "tiny_model", "cluster"), 0),
     # 1, what runs or trains a model on the core
     "engine": 1, "swift_plugin": 1,
     # 2, jobs over the engine

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..argtypes import existing_file, positive_int
-from .options import WORKERS, add_fps
+from .options import WORKERS, add_executor, add_fps
 
 NAME = "frames"
 HELP = "extract every video's per-turn frames into the frame cache ahead of training"
@@ -24,20 +24,26 @@ def add_arguments(parser) -> None:
                         help="pixel budget per frame (default: 100352 = 128 visual tokens)")
     parser.add_argument("--min-pixels", type=positive_int, help="smallest frame area (default: 3136 = 4 visual tokens)")
     parser.add_argument("--workers", type=positive_int, default=WORKERS,
-                        help="videos decoded in parallel (default: all CPUs)")
+                        help="videos decoded in parallel with the local executor (default: all CPUs)")
     parser.add_argument("--quality", type=positive_int, help="JPEG quality 1-100 (default: 90)")
     parser.add_argument("--video-prefix", help="directory prepended to each video path")
+    add_executor(parser, "decoding")
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from ..cluster import RayExecutor
     from ..video.cache import DEFAULT_QUALITY, FrameCache
-    from ..video.extract import extract_file, report_paths
+    from ..video.extract import extract_file, ledger_path, report_paths
     from ..video.sampling import MAX_PIXELS, MIN_PIXELS
 
     cache = FrameCache(args.cache_dir, args.fps, args.max_pixels or MAX_PIXELS, args.min_pixels or MIN_PIXELS,
                        args.quality or DEFAULT_QUALITY)
-    summary = extract_file(args.input, cache, args.video_prefix, workers=args.workers)
+    with RayExecutor(args.ray_address) if args.executor == "ray" else contextlib.nullcontext() as executor:
+        summary = extract_file(args.input, cache, args.video_prefix, workers=args.workers, executor=executor)
     manifest, failures = report_paths(args.cache_dir, args.input)
+    ledger = f"; ledger: {ledger_path(args.cache_dir, args.input)}" if executor is not None and summary.failed else ""
     print(f"{args.input} -> {args.cache_dir}: {summary.line()}; manifest: {manifest}"
-          + (f"; failures: {failures}" if summary.failed or summary.samples_rejected else ""), file=sys.stderr)
+          + (f"; failures: {failures}" if summary.failed or summary.samples_rejected else "") + ledger, file=sys.stderr)
     return 1 if summary.failed else 0

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..argtypes import existing_file, existing_path, positive_int, task_weight
 from ..errors import UsageError
 from ..protocol import DEFAULT_SYSTEM_PROMPT
-from .options import WORKERS, add_fps, add_initial_question, add_prompt_options
+from .options import WORKERS, add_executor, add_fps, add_initial_question, add_prompt_options
 
 NAME = "instruct"
 HELP = "prepare Streamo-Instruct-465K: find the videos, convert, report what is missing"
@@ -44,6 +44,7 @@ def add_arguments(parser) -> None:
                          "FILE#N; 0 leaves the task out); repeatable")
     prepare.add_argument("--workers", type=positive_int, default=WORKERS,
                          help="worker processes for probing and converting (default: all CPUs)")
+    add_executor(prepare, "checking the videos")
     add_fps(prepare)
     add_initial_question(prepare)
     add_prompt_options(prepare)
@@ -51,6 +52,9 @@ def add_arguments(parser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``prepare``, the one sub-command so far."""
+    import contextlib
+
+    from ..cluster import RayExecutor
     from ..convert import ConvertOptions
     from ..instruct import PrepareOptions, VideoRoots, format_table, prepare
 
@@ -68,12 +72,15 @@ def run(args: argparse.Namespace) -> int:
         convert=ConvertOptions(fps=args.fps, system_prompt=args.system_prompt or DEFAULT_SYSTEM_PROMPT,
                                initial_question=not args.no_initial_question),
     )
-    summary = prepare(options, progress=sys.stderr.isatty())
+    with RayExecutor(args.ray_address) if args.executor == "ray" else contextlib.nullcontext() as executor:
+        summary = prepare(options, progress=sys.stderr.isatty(), executor=executor)
     total, files, probes = summary["total"], summary["files"], summary["probes"]
     print(format_table(summary))
     print(f"\nvideos: {total['videos']} distinct, {total['found']} found ({total['hours']:.1f} h), {total['missing']} "
           f"missing, {total['unreadable']} unreadable; {probes['probed']} probed, {probes['reused']} known from "
           f"the last run; per video: {files['videos']}")
+    if executor is not None:
+        print(f"ray: {probes['retried']} videos checked again after their worker died; failures: {files['ledger']}")
     print(f"samples: {total['samples']}: {total['converted']} converted ({summary['converted_with_warnings']} with "
           f"warnings), {total['rejected']} rejected; report: {files['rejects']}")
     if summary["commands"] is None:

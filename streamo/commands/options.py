@@ -37,3 +37,13 @@ def add_prompt_options(parser: argparse.ArgumentParser) -> None:
     prompt.add_argument("--system-prompt", type=system_prompt_text, help="system prompt text (default: Streamo's built-in prompt)")
     prompt.add_argument("--system-prompt-file", dest="system_prompt", type=system_prompt_file, metavar="FILE",
                         help="read the system prompt from this UTF-8 file")
+
+
+def add_executor(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--executor`` and ``--ray-address``: where per-video work runs."""
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help=f"where {what} runs: local worker processes (--workers), or Ray tasks, one per CPU "
+                        "the cluster offers, retried when a worker dies (needs streamo[cluster]; default: local)")
+    parser.add_argument("--ray-address", default="auto", metavar="ADDRESS",
+                        help="Ray cluster to use with --executor ray (default: auto, the running one, else a local "
+                        "one started and stopped here)")

@@ -42,7 +42,7 @@ from ..jsonfiles import InvalidRecord, RecordWriter, atomic_write, iter_records,
 from ..protocol import turn_count
 from .sources import NO_SOURCE, VideoRoots, canonical_source, name_key, source_key
 from .report import FRAME_KB, commands, count_row
-from .videos import ProbeCounts, Video, check_videos, write_report
+from .videos import LEDGER_NAME, ProbeCounts, Video, check_videos, write_report
 
 STREAM_NAME = "stream.jsonl"
 TASKS_DIR = "tasks"
@@ -432,13 +432,17 @@ def _unchanged(out: Path, previous: dict | None, fingerprint: str) -> bool:
     return all(identities.get(str(path.relative_to(out))) == _identity(path) for path in paths)
 
 
-def prepare(options: PrepareOptions, progress: bool = False, log: IO[str] = sys.stderr) -> dict:
-    """Scan, check the videos, convert; returns the summary (also written to ``summary.json``)."""
+def prepare(options: PrepareOptions, progress: bool = False, log: IO[str] = sys.stderr, executor=None) -> dict:
+    """Scan, check the videos, convert; returns the summary (also written to ``summary.json``).
+
+    ``executor``: a ``streamo.cluster.RayExecutor`` (already entered) checks the videos in Ray
+    tasks and writes ``ledger.jsonl`` (None: local worker processes).
+    """
     out = options.out
     clock = [time.perf_counter()]
     found = scan(options, progress, log)
     clock.append(time.perf_counter())
-    probes = check_videos(found.videos.values(), out, options.workers, progress, log)
+    probes = check_videos(found.videos.values(), out, options.workers, progress, log, executor)
     clock.append(time.perf_counter())
     fingerprint = _fingerprint(options, found)
     previous = _previous_state(out)
@@ -456,6 +460,8 @@ def prepare(options: PrepareOptions, progress: bool = False, log: IO[str] = sys.
     videos_path = write_report(found.videos.values(), out)
     clock.append(time.perf_counter())
     summary = _summary(options, found, probes, tasks, unchanged, videos_path)
+    if executor is not None:
+        summary["files"]["ledger"] = str((out / LEDGER_NAME).resolve())
     summary["seconds"] = dict(zip(("scan", "check_videos", "convert"), (round(b - a, 3) for a, b in zip(clock, clock[1:]))))
     summary["state"] = {
         "version": _STATE_VERSION,

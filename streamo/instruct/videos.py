@@ -25,6 +25,7 @@ from ..video.probe import VideoInfo, probe_video
 FOUND, MISSING, EMPTY, UNREADABLE, NO_ROOT = "found", "missing", "empty", "unreadable", "no_root"
 UNUSABLE = (MISSING, EMPTY, UNREADABLE, NO_ROOT)
 REPORT_NAME = "videos.jsonl"
+LEDGER_NAME = "ledger.jsonl"
 _JOURNAL_NAME = ".videos.journal.jsonl"
 _PROBE_CHUNK = 4
 
@@ -82,6 +83,8 @@ class Video:
 class ProbeCounts:
     probed: int = 0
     reused: int = 0
+    retried: int = 0
+    """Probed again after their worker died (the ray executor)."""
 
 
 @dataclass
@@ -141,18 +144,32 @@ def _probe(path: str) -> tuple[str, VideoInfo | None, str | None]:
         return path, None, str(exc) if path in str(exc) else f"{path}: {exc}"
 
 
-def _probe_all(paths: list[str], workers: int) -> Iterator[tuple[str, VideoInfo | None, str | None]]:
+Probed = tuple[tuple[str, VideoInfo | None, str | None], int, str | None]
+"""(path, what probing found, why it failed), attempts, node."""
+
+
+def _probe_all(paths: list[str], workers: int, executor=None) -> Iterator[Probed]:
+    if executor is not None:
+        for outcome in executor.map(_probe, paths, batch=_PROBE_CHUNK):
+            results = outcome.results or [(path, None, f"{path}: {outcome.reason}") for path in outcome.items]
+            yield from ((result, outcome.attempts, outcome.node) for result in results)
+        return
     if workers <= 1 or len(paths) <= _PROBE_CHUNK:
-        yield from map(_probe, paths)
+        yield from ((result, 1, None) for result in map(_probe, paths))
         return
     context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
     with context.Pool(workers) as pool:
-        yield from pool.imap_unordered(_probe, paths, chunksize=_PROBE_CHUNK)
+        yield from ((result, 1, None) for result in pool.imap_unordered(_probe, paths, chunksize=_PROBE_CHUNK))
 
 
 def check_videos(videos: Iterable[Video], out: Path, workers: int = 1, progress: bool = False,
-                 log: IO[str] = sys.stderr) -> ProbeCounts:
-    """Locate every video and probe those that exist, are not empty and are not in the cache."""
+                 log: IO[str] = sys.stderr, executor=None) -> ProbeCounts:
+    """Locate every video and probe those that exist, are not empty and are not in the cache.
+
+    ``executor`` (a ``streamo.cluster.RayExecutor`` already entered) probes in Ray tasks
+    instead of ``workers`` local processes and writes the ledger (``ledger.jsonl``: every
+    video this run could not read, with its source, reason, attempts and node).
+    """
     cache = ProbeCache.load(out)
     counts = ProbeCounts()
     waiting: dict[str, list[Video]] = {}
@@ -166,15 +183,24 @@ def check_videos(videos: Iterable[Video], out: Path, workers: int = 1, progress:
             counts.reused += 1
         else:
             waiting.setdefault(video.path, []).append(video)
-    if not waiting:
-        return counts
     out.mkdir(parents=True, exist_ok=True)
+    ledger: list[bytes] = []
+    failed = 0
+    if executor is not None and waiting:
+        executor.check_shared(out)
     with open(out / _JOURNAL_NAME, "ab") as journal:
         bar = tqdm(total=len(waiting), unit=" videos", desc="probing", file=log, disable=not progress)
-        for path, info, reason in _probe_all(list(waiting), workers):
+        for (path, info, reason), attempts, node in _probe_all(list(waiting), workers, executor):
             for video in waiting[path]:
                 video.found(info, reason)
             first = waiting[path][0]
+            failed += reason is not None
+            counts.retried += attempts > 1
+            if executor is not None:
+                bar.set_postfix_str(f"{failed} failed, {counts.retried} retried", refresh=False)
+                if reason is not None:
+                    ledger.append(orjson.dumps({"video": path, "source": first.source, "reason": reason,
+                                                "attempts": attempts, "node": node}) + b"\n")
             journal.write(orjson.dumps({"path": path, "size": first.size, "mtime_ns": first.mtime_ns,
                                         "status": first.status, "duration": first.duration, "width": first.width,
                                         "height": first.height, "cut_at": first.cut_at, "reason": reason}) + b"\n")
@@ -182,6 +208,9 @@ def check_videos(videos: Iterable[Video], out: Path, workers: int = 1, progress:
             counts.probed += 1
             bar.update()
         bar.close()
+    if executor is not None:
+        with atomic_write(out / LEDGER_NAME) as handle:
+            handle.writelines(sorted(ledger))  # the same file however the tasks finished
     return counts
 
 

@@ -2,9 +2,9 @@
 
 Every picture is made as a player shows it (``display``: rotation and pixel aspect).
 
-``sampling`` decodes (training and live inference share its rule), ``cache`` stores the
-sampled frames as JPEGs at the model's pixel budget, ``extract`` fills the cache for a
-whole data file (``streamo frames``).
+``sampling`` decodes (training and live inference share its rule; ``segments`` decodes a file
+in pieces at once for the cache), ``cache`` stores the sampled frames as JPEGs at the model's
+pixel budget, ``extract`` fills the cache for a whole data file (``streamo frames``).
 """
 
 from .cache import CacheEntry, FrameCache

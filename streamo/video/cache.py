@@ -183,7 +183,7 @@ class FrameCache:
 
             with ThreadPoolExecutor(1) as writer:
                 writes: collections.deque = collections.deque()
-                for turn, moment, frame, display in turn_frames(os.fspath(video), self.fps, threads=self.threads):
+                for turn, moment, frame, display in turn_frames(os.fspath(video), self.fps, threads=self.threads, split=True):
                     writes.append(writer.submit(store, turn, frame, display))
                     times.append(round(moment, 6))
                     in_flight = max(1, min(_WRITES_IN_FLIGHT, _BYTES_IN_FLIGHT // (frame.width * frame.height * 3 // 2)))

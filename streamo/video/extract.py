@@ -9,6 +9,8 @@ video's frames (a clip shorter than its annotation) is reported too.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import multiprocessing
 import os
 import sys
@@ -34,6 +36,8 @@ class VideoNeeds:
     """The samples that use one video, with the number of turns each expects (None: unknown)."""
 
     samples: list[tuple[int, int | None]] = field(default_factory=list)
+    source: str | None = None
+    """The ``source`` field of the first record that uses it (raw annotations have one), for the ledger."""
 
 
 @dataclass
@@ -43,11 +47,14 @@ class ExtractSummary:
     cached: int = 0
     failed: int = 0
     samples_rejected: int = 0
+    retried: int = 0
+    """Videos whose task was run again after its worker died (the ray executor)."""
 
     def line(self) -> str:
+        retried = f", {self.retried} retried after a worker died" if self.retried else ""
         return (
             f"{self.videos} videos: {self.extracted} extracted, {self.cached} already cached, "
-            f"{self.failed} failed; {self.samples_rejected} samples rejected"
+            f"{self.failed} failed{retried}; {self.samples_rejected} samples rejected"
         )
 
 
@@ -84,8 +91,10 @@ def collect_videos(
         if not paths:
             problems.append({"video": None, "samples": [index], "reason": "no 'videos' or 'video_path' field"})
             continue
+        source = record.get("source") if isinstance(record.get("source"), str) else None
         for path in paths:
-            videos.setdefault(prefixed_video_path(path, video_prefix), VideoNeeds()).samples.append((index, turns))
+            needs = videos.setdefault(prefixed_video_path(path, video_prefix), VideoNeeds(source=source))
+            needs.samples.append((index, turns))
     return videos, problems
 
 
@@ -97,10 +106,8 @@ def _init_worker(settings: dict[str, Any]) -> None:
     _worker_cache = FrameCache(**settings)
 
 
-def _extract_one(video: str) -> tuple[str, str, str | None, int, str | None]:
-    """(video, status, entry, frames, reason) with status extracted, cached or failed."""
-    cache = _worker_cache
-    assert cache is not None
+def extract_video(cache: FrameCache, video: str) -> tuple[str, str | None, int, str | None]:
+    """(status, entry, frames, reason) of one video, status extracted, cached or failed."""
     try:
         entry = cache.lookup(video)
         status = "cached"
@@ -108,26 +115,62 @@ def _extract_one(video: str) -> tuple[str, str, str | None, int, str | None]:
             entry = cache.ensure(video)
             status = "extracted"
     except VideoError as exc:
-        return video, "failed", None, 0, str(exc)
+        return "failed", None, 0, str(exc)
     except Exception as exc:  # one bad video must not stop the other 465K
-        return video, "failed", None, 0, f"{video}: {type(exc).__name__}: {exc}"
-    return video, status, cache.entry_name(entry), len(entry.times), None
+        return "failed", None, 0, f"{video}: {type(exc).__name__}: {exc}"
+    return status, cache.entry_name(entry), len(entry.times), None
 
 
-def _run(videos: list[str], settings: dict[str, Any], workers: int) -> Iterator[tuple]:
+def _extract_one(video: str) -> tuple[str, str | None, int, str | None]:
+    assert _worker_cache is not None
+    return extract_video(_worker_cache, video)
+
+
+def _extract_in_task(settings: dict[str, Any], video: str) -> tuple[str, str | None, int, str | None]:
+    """A Ray task's work: the cache is cheap to make, so each task makes its own."""
+    return extract_video(FrameCache(**settings), video)
+
+
+Done = tuple[int, tuple[str, str | None, int, str | None], int, str | None]
+"""(position of the video, its outcome, attempts, node)."""
+
+
+def _run(videos: list[str], settings: dict[str, Any], workers: int) -> Iterator[Done]:
     if workers <= 1 or len(videos) <= 1:
         _init_worker(settings)
-        yield from map(_extract_one, videos)
+        yield from ((index, _extract_one(video), 1, None) for index, video in enumerate(videos))
         return
     context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
     with context.Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
-        yield from pool.imap_unordered(_extract_one, videos, chunksize=1)
+        indexed = pool.imap_unordered(_extract_indexed, enumerate(videos), chunksize=1)
+        yield from ((index, outcome, 1, None) for index, outcome in indexed)
+
+
+def _extract_indexed(item: tuple[int, str]) -> tuple[int, tuple[str, str | None, int, str | None]]:
+    return item[0], _extract_one(item[1])
+
+
+def _run_on_ray(videos: list[str], settings: dict[str, Any], executor) -> Iterator[Done]:
+    """Each video a task with one decoder thread; a task that died on every attempt fails its video."""
+    executor.check_shared(settings["cache_dir"])
+    work = functools.partial(_extract_in_task, {**settings, "threads": 1})
+    for outcome in executor.map(work, videos):
+        for offset, video in enumerate(outcome.items):
+            result = (outcome.results[offset] if outcome.results is not None
+                      else ("failed", None, 0, f"{video}: {outcome.reason}"))
+            yield outcome.start + offset, result, outcome.attempts, outcome.node
 
 
 def report_paths(cache_dir: str | os.PathLike[str], input_path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """(manifest, failure report) of one input file in the cache directory."""
     stem = Path(input_path).name.removesuffix(".jsonl").removesuffix(".json")
     return Path(cache_dir) / f"{stem}.manifest.jsonl", Path(cache_dir) / f"{stem}.failures.jsonl"
+
+
+def ledger_path(cache_dir: str | os.PathLike[str], input_path: str | os.PathLike[str]) -> Path:
+    """The ray executor's ledger of failed videos (video, source, reason, attempts, node)."""
+    manifest, _ = report_paths(cache_dir, input_path)
+    return manifest.with_name(manifest.name.removesuffix(".manifest.jsonl") + ".ledger.jsonl")
 
 
 def extract_file(
@@ -137,9 +180,16 @@ def extract_file(
     workers: int = 1,
     progress: bool | None = None,
     log=sys.stderr,
+    executor=None,
 ) -> ExtractSummary:
-    """Extract the frames of every video named in ``input_path`` into ``cache``."""
+    """Extract the frames of every video named in ``input_path`` into ``cache``.
+
+    ``executor`` (a ``streamo.cluster.RayExecutor`` already entered) runs each video as a
+    Ray task instead of ``workers`` local processes, and adds the ledger. Reports list
+    videos in input order either way, so both give the same bytes.
+    """
     videos, problems = collect_videos(input_path, video_prefix, cache.fps)
+    names = list(videos)
     workers = max(workers, 1)
     cpus = os.cpu_count() or 1
     settings = {
@@ -155,37 +205,56 @@ def extract_file(
     summary = ExtractSummary(videos=len(videos), samples_rejected=sum(len(p["samples"]) for p in problems))
     printed = 0
     cache.root.mkdir(parents=True, exist_ok=True)
-    with atomic_write(manifest_path) as manifest, atomic_write(failures_path) as failures:
+    done: dict[int, Done] = {}
+    written = 0
+    with contextlib.ExitStack() as files:
+        manifest = files.enter_context(atomic_write(manifest_path))
+        failures = files.enter_context(atomic_write(failures_path))
+        ledger = files.enter_context(atomic_write(ledger_path(cache.root, input_path))) if executor else None
         for row in problems:
             failures.write(orjson.dumps(row) + b"\n")
         bar = tqdm(total=len(videos), unit=" videos", file=log,
                    disable=progress is False or (progress is None and not log.isatty()))
-        for video, status, entry, frames, reason in _run(list(videos), settings, workers):
+        results = _run(names, settings, workers) if executor is None else _run_on_ray(names, settings, executor)
+        for finished in results:
+            done[finished[0]] = finished
+            _, (status, _, _, _), attempts, _ = finished
+            summary.failed += status == "failed"
+            summary.retried += attempts > 1
             bar.update()
-            needs = videos[video].samples
-            rows = []
-            if status == "failed":
-                summary.failed += 1
-                rows.append({"video": video, "samples": [index for index, _ in needs], "reason": reason})
-            else:
-                summary.extracted += status == "extracted"
-                summary.cached += status == "cached"
-                manifest.write(orjson.dumps(
-                    {"video": video, "entry": entry, "frames": frames, "status": status, "samples": len(needs)}
-                ) + b"\n")
-                for index, turns in needs:
-                    if turns is not None and turns > frames:
-                        rows.append({
-                            "video": video, "samples": [index],
-                            "reason": f"{video}: gives {frames} frames at {cache.fps:g} fps "
-                                      f"but sample {index} has {turns} turns (clip shorter than its annotation)",
-                        })
-            for row in rows:
-                summary.samples_rejected += len(row["samples"])
-                failures.write(orjson.dumps(row) + b"\n")
-                if printed < MAX_PRINTED_PROBLEMS:
-                    print(f"error: {row['reason']}", file=log)
-                printed += 1
+            if executor is not None:
+                bar.set_postfix_str(f"{summary.failed} failed, {summary.retried} retried", refresh=False)
+            while written in done:  # in input order, however the videos finish
+                _, (status, entry, frames, reason), attempts, node = done.pop(written)
+                video = names[written]
+                written += 1
+                needs = videos[video]
+                rows = []
+                if status == "failed":
+                    rows.append({"video": video, "samples": [index for index, _ in needs.samples], "reason": reason})
+                    if ledger is not None:
+                        ledger.write(orjson.dumps({"video": video, "source": needs.source, "reason": reason,
+                                                   "attempts": attempts, "node": node}) + b"\n")
+                else:
+                    summary.extracted += status == "extracted"
+                    summary.cached += status == "cached"
+                    manifest.write(orjson.dumps(
+                        {"video": video, "entry": entry, "frames": frames, "status": status,
+                         "samples": len(needs.samples)}
+                    ) + b"\n")
+                    for index, turns in needs.samples:
+                        if turns is not None and turns > frames:
+                            rows.append({
+                                "video": video, "samples": [index],
+                                "reason": f"{video}: gives {frames} frames at {cache.fps:g} fps "
+                                          f"but sample {index} has {turns} turns (clip shorter than its annotation)",
+                            })
+                for row in rows:
+                    summary.samples_rejected += len(row["samples"])
+                    failures.write(orjson.dumps(row) + b"\n")
+                    if printed < MAX_PRINTED_PROBLEMS:
+                        print(f"error: {row['reason']}", file=log)
+                    printed += 1
         bar.close()
     for row in problems:
         if printed < MAX_PRINTED_PROBLEMS:

@@ -7,7 +7,8 @@ never by index arithmetic, so variable-frame-rate and 29.97 fps video stay align
 time tags.
 
 Decoding is sequential (one pass, decoder threads on): at 1 fps on long-GOP H.264 this beats
-seeking several times over. Only kept frames are converted to RGB and scaled, in one swscale
+seeking several times over. The frame cache may instead decode a file in pieces at once
+(``segments``: the same frames, for less CPU than frame threads). Only kept frames are converted to RGB and scaled, in one swscale
 call, to the model's pixel budget. Frames that come before the next wanted time and that no
 other frame references are not decoded at all (the decoder's non-reference skip), which keeps
 the choice exact because such a frame could never be picked.
@@ -15,6 +16,7 @@ the choice exact because such a frame could never be picked.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -25,6 +27,7 @@ from PIL import Image
 from ..protocol import turn_count
 from .display import Display
 from .inputs import is_url
+from . import segments
 from .probe import VideoError, probe
 
 if TYPE_CHECKING:  # annotations only: PyAV is imported where video is decoded
@@ -178,18 +181,35 @@ def iter_frames(
         yield SampledFrame(turn, moment, scale(frame, display))
 
 
-def turn_frames(source, fps: float = 1.0, turns: int | None = None, threads: int = 0) -> Iterator[TurnFrame]:
+def turn_frames(source, fps: float = 1.0, turns: int | None = None, threads: int = 0,
+                split: bool = False) -> Iterator[TurnFrame]:
     """``iter_frames`` before conversion, for callers that convert elsewhere (the cache scales
-    and encodes in a writer thread). A frame serving several turns is yielded once per turn."""
+    and encodes in a writer thread). A frame serving several turns is yielded once per turn.
+
+    ``split``: with automatic threads, decode a file that allows it in pieces at once
+    (``segments``: the same frames for less CPU than frame threading, but a turn comes only
+    when its piece is done, so not for live use)."""
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     name = _name(source)
     cut_at = None
+    done = 0
     if turns is None and _is_file(source):
         info = probe(source)
         turns, cut_at = turn_count(info.duration, fps), info.cut_at
         if turns == 0:
             raise VideoError(f"{name}: shorter than one turn at {fps:g} fps")
+        parts = segments.parts_for(threads)
+        found = (segments.plan(name, fps, turns, parts, _EPS, _TAIL_TOLERANCE_TURNS)
+                 if split and cut_at is None and parts > 1 else None)
+        if found is not None:
+            try:
+                for turn, moment, frame, display in segments.turn_frames(name, found, parts):
+                    yield TurnFrame(turn, moment, frame, display)
+                    done += 1
+                return
+            except segments.Diverged as exc:  # finish in one pass, from the turn it reached
+                log.info("%s: decoding in pieces stopped at turn %d (%s); going on in one pass", name, done, exc)
     container = _open(source)
     with container:
         if not container.streams.video:
@@ -198,7 +218,7 @@ def turn_frames(source, fps: float = 1.0, turns: int | None = None, threads: int
         stream.thread_type = "AUTO"
         stream.thread_count = threads or _auto_threads(stream.width * stream.height)
         span = _PacketSpan()
-        yield from _select(container, stream, name, fps, turns, span)
+        yield from itertools.islice(_select(container, stream, name, fps, turns, span), done, None)
     cut_at = span.cut_at if cut_at is None else cut_at
     if cut_at is not None:
         log.warning("%s: the video breaks off at %.2f s (damaged or cut short); frames up to there are used",

@@ -81,7 +81,7 @@ def test_every_sample_is_converted_or_rejected_with_its_reason(replica, tmp_path
     assert sources["YouCook2"]["samples"] == 13 and sources["YouCook2"]["videos"] == 1
     assert sources["HACS"]["missing"] == 1 and sources["HACS"]["rejected"] == 1
     assert summary["total"]["samples"] == len(converted) + len(rejected)
-    assert summary["probes"] == {"probed": 6, "reused": 0}  # 8 videos: the zero-byte and the missing one need no probe
+    assert summary["probes"] == {"probed": 6, "reused": 0, "retried": 0}  # 8 videos: the zero-byte and the missing one need no probe
     printed = capsys.readouterr().out
     assert "ActivityNet" in printed and summary["commands"]["train"] in printed
 
@@ -97,7 +97,7 @@ def test_a_second_run_probes_only_what_changed(replica, tmp_path):
     stream = (out / "stream.jsonl").stat()
 
     second = prepare(replica, out)[1]
-    assert second["probes"] == {"probed": 0, "reused": 6}
+    assert second["probes"] == {"probed": 0, "reused": 6, "retried": 0}
     assert second["conversion"] == "unchanged since the last run"
     assert second["total"] == first["total"]
     assert (out / "stream.jsonl").stat().st_mtime_ns == stream.st_mtime_ns
@@ -106,7 +106,7 @@ def test_a_second_run_probes_only_what_changed(replica, tmp_path):
     clip(anet / "v_missing.mp4", 8)  # downloaded since
     clip(anet / "v_damaged.mp4", 8)  # downloaded again
     third = prepare(replica, out)[1]
-    assert third["probes"] == {"probed": 2, "reused": 5}
+    assert third["probes"] == {"probed": 2, "reused": 5, "retried": 0}
     assert third["conversion"] == "written"
     ids = {sample["id"] for sample in read_jsonl(out / "stream.jsonl")}
     assert {"qa-missing", "qa-damaged"} <= ids
