@@ -112,6 +112,8 @@ class Limits(_Message):
     """Largest frame picture in bytes."""
     max_frame_side: int
     """Largest frame picture side in pixels (width and height each), checked before decoding."""
+    max_frame_pixels: int
+    """``max_frame_side`` squared: the limit's older form, kept because a v1 field is never removed."""
     max_queue: int
     """Frames that may wait for the model; beyond, the oldest waiting frames are dropped."""
     max_frame_rate: float

@@ -625,7 +625,7 @@ class AppState:
             window=self.model.settings.window, response_threshold=self.model.settings.response_threshold,
             limits=Limits(
                 max_message_bytes=s.max_message_bytes, max_frame_bytes=s.max_frame_bytes,
-                max_frame_side=s.max_frame_side, max_queue=s.max_queue, max_frame_rate=s.max_frame_rate,
+                max_frame_side=s.max_frame_side, max_frame_pixels=s.max_frame_side ** 2, max_queue=s.max_queue, max_frame_rate=s.max_frame_rate,
                 max_question_chars=s.max_question_chars, max_waiting_questions=s.max_waiting_questions,
                 idle_timeout_s=s.idle_timeout, max_pixels=self.max_pixels, max_context_tokens=self.model.max_context_tokens,
             ),
