@@ -103,6 +103,10 @@ class ServeSettings:
     """Open TCP connections, sessions and plain HTTP together; one more is closed at once."""
     handshake_timeout: float = 10.0
     """Seconds a new connection has to send its request (an HTTP request or the WebSocket upgrade)."""
+    ping_interval: float = 20.0
+    """Seconds between the server's WebSocket pings (uvicorn's keepalive)."""
+    ping_timeout: float = 20.0
+    """Seconds a pong may take once the server reads the socket again (``listener.ThrottledWebSocket``)."""
     shutdown_grace: float = 10.0
     """Seconds sessions have to decide the frames they hold when the server stops."""
     allow_origins: list[str] = field(default_factory=list)
