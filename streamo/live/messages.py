@@ -234,6 +234,9 @@ ERROR_CODES: dict[str, str] = {
     "source_failed": "the source could not be decoded",
     "context_full": "a question (with those waiting for the same frame) or a frame that cannot fit the context's token budget",
     "internal": "the model failed on a frame or question; the session goes on",
+    "unsupported": "(/v1/realtime) an event, field or value of the Realtime API that Streamo does not honour; param names it",
+    "conversation_already_has_active_response": "(/v1/realtime) a response.create while a forced answer still waits for its frame",
+    "response_cancel_not_active": "(/v1/realtime) a response.cancel with no forced answer waiting",
 }
 
 
@@ -260,7 +263,7 @@ class ProtocolError(Exception):
     """Something a client sent that is refused; becomes an ``error`` message with ``code``.
     The message is made one line and cut to ``MAX_ERROR_CHARS``, whatever was put in it."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
         if code not in ERROR_CODES:
             raise ValueError(f"unknown error code {code!r}")
         message = escaped(message)
@@ -269,3 +272,7 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.param = param
+        """The field at fault (``/v1/realtime``'s ``error.param``)."""
+        self.event_id: str | None = None
+        """The client event it answers, where the protocol names events (``/v1/realtime``)."""
