@@ -149,7 +149,8 @@ def _validated(model: type[_Message], data: dict, where: tuple = ()) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        param = _param(where + tuple(first["loc"]))
+        tag = ("type",) if first["type"] == "union_tag_invalid" else ()  # a content part of a type not taken
+        param = _param(where + tuple(first["loc"]) + tag)
         code = "unsupported" if first["type"] in UNSUPPORTED_PYDANTIC else "bad_message"
         raise ProtocolError(code, f"{data.get('type', 'event')}: {excerpt(param or 'event')}: {first['msg']}",
                             param=param or None) from None
@@ -262,7 +263,11 @@ class RealtimeConnection(LiveConnection):
                 exc.param = "item.content"
                 raise
         if picture is not None:
-            await self._push_frame(picture, t)
+            try:
+                await self._push_frame(picture, t)
+            except ProtocolError as exc:
+                exc.param = exc.param or f"item.content[{images[0][0]}].image_url"
+                raise
         item_id = item.id or _id("item")
         echoed = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
                   "content": [part.model_dump(exclude={"image_url"} if isinstance(part, _ImagePart) else set(),
