@@ -272,7 +272,7 @@ class RealtimeConnection(LiveConnection):
         echoed = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
                   "content": [part.model_dump(exclude={"image_url"} if isinstance(part, _ImagePart) else set(),
                                               exclude_none=True) for part in item.content]}
-        if item.streamo is not None:
+        if picture is not None or t is not None:  # the frame's moment, or the one the question waits for
             echoed[EXTENSION] = {"t": t}
         for kind in ("conversation.item.added", "conversation.item.done"):
             self._send({"type": kind, "previous_item_id": self.last_item, "item": echoed})

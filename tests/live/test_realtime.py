@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.stream_model import MAX_PIXELS, PLAN, QUESTION, frame
+from engine.stream_model import ANSWERS, MAX_PIXELS, PLAN, QUESTION, frame
 from streamo.cli import main
 from streamo.live.client import LiveClient, encode_png
 from streamo.live.realtime import max_event_bytes
 from streamo.live.server import ServeSettings
+
+from test_docs import REPO, python_blocks
 
 from .conftest import EXAMPLE_VIDEO, example_question, running_server, wait_until
 from .test_abuse import _metric, _port, _raw_upgrade, _ws_text
@@ -62,48 +64,58 @@ async def until(connection, kind: str, seen: list | None = None, seconds: float 
     return await asyncio.wait_for(read(), seconds)
 
 
-def test_the_sdk_gets_streamo_streams_answers_at_the_same_seconds(example_model, capsys):
-    """The demo's model, video and question: the answers' text and seconds are ``streamo stream``'s;
-    a plain client sees only item acknowledgements and answers, each in the GA order."""
+def test_the_documented_sdk_example_prints_streamo_streams_answers(example_model, capsys, monkeypatch):
+    """docs/serving.md's example, run as written against a server with the demo's model: it
+    prints the answers ``streamo stream`` gives on the same video and question, at the same seconds."""
     from streamo.engine.model import EngineSettings, StreamModel
-    from streamo.video import MIN_PIXELS, iter_frames
 
-    question = example_question()
-    assert main(["stream", "--model", str(example_model), "--max-pixels", str(MAX_PIXELS),
-                 "--video", str(EXAMPLE_VIDEO), "--question", question, "--at", "0", "--json"]) == 0
+    [(line, program)] = python_blocks("docs/serving.md")
+    assert f'"{example_question()}"' in program
+    assert main(["stream", "--model", str(example_model), "--max-pixels", str(MAX_PIXELS), "--video", str(EXAMPLE_VIDEO),
+                 "--question", example_question(), "--at", "0", "--json"]) == 0
     expected = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    answers = [(record["t"], record["text"]) for record in expected if record["state"] == "response"]
+    answers = [f"{record['t']:g} s: {record['text']}" for record in expected if record["state"] == "response"]
     assert answers and len(answers) < len(expected)
-    pictures = [encode_png(sampled.image) for sampled in iter_frames(EXAMPLE_VIDEO, 1.0, MAX_PIXELS, MIN_PIXELS)]
-    assert len(pictures) == len(expected)
+    model = StreamModel(example_model, EngineSettings(max_pixels=MAX_PIXELS), "cpu")
+    with running_server(model, ServeSettings(api_key=KEY)) as server:
+        monkeypatch.setenv("STREAMO_API_KEY", KEY)
+        monkeypatch.setenv("STREAMO_REALTIME", server.url.replace("http://", "ws://") + "/v1")
+        monkeypatch.chdir(REPO)
+        exec(compile(program, f"docs/serving.md:{line}", "exec"), {"__name__": "__main__"})
+        assert capsys.readouterr().out.splitlines() == answers
+        decided = server.state.metrics.registry.get_sample_value("streamo_frames_decided_total")
+        assert decided == len(expected)  # every second decided, none dropped
+        assert asyncio.run(_refused(server.url)) == ("unauthorized", 403)
 
+
+def test_a_plain_client_sees_item_acknowledgements_and_answers_in_the_ga_order(loaded_model):
+    """Without ``decisions`` nothing is sent for Silence and Standby; each answer is the full GA
+    sequence, at the planned seconds with the planned text."""
     async def session(url):
         seen = []
-        async with connect(url) as connection:
+        async with connect(url, key=None) as connection:
             created = await until(connection, "session.created")
-            for turn, picture in enumerate(pictures):
-                await connection.conversation.item.create(item=item(picture, question if turn == 0 else None),
-                                                          event_id=f"frame-{turn}")
+            for turn in range(len(PLAN)):
+                await connection.conversation.item.create(item=item(encode_png(frame(turn)), QUESTION if turn == 0 else None))
             await connection.send({"type": "streamo.close"})
             closed = await until(connection, "streamo.closed", seen)
         return created, seen, closed
 
-    model = StreamModel(example_model, EngineSettings(max_pixels=MAX_PIXELS), "cpu")
-    with running_server(model, ServeSettings(api_key=KEY, max_queue=len(pictures))) as server:
+    with running_server(loaded_model, ServeSettings(max_queue=len(PLAN))) as server:
         created, seen, closed = asyncio.run(session(server.url))
-        refused = asyncio.run(_refused(server.url))
     limits = created.session.streamo["limits"]
     assert limits["max_frame_pixels"] == limits["max_frame_side"] ** 2 and created.session.model == "fitted-tiny"
     assert {event.type for event in seen} <= GA_EVENTS - {"streamo.decision", "error"}
-    assert [e.type for e in seen].count("conversation.item.done") == len(pictures)
+    items = [event for event in seen if event.type == "conversation.item.done"]
+    assert [event.item.streamo["t"] for event in items] == [float(turn) for turn in range(len(PLAN))]
+    assert items[0].item.content[0].text == QUESTION and items[0].item.content[1].image_url is None
     done = [event.response for event in seen if event.type == "response.done"]
-    assert [(r.streamo["t"], r.output[0].content[0].text) for r in done] == answers
+    assert [(r.streamo["t"], r.output[0].content[0].text) for r in done] == [(3.0, ANSWERS[3]), (6.0, ANSWERS[6])]
     assert all(r.status == "completed" and not r.streamo["forced"] for r in done)
-    first = next(e.response.id for e in seen if e.type == "response.created")
+    first = done[0].id
     assert [e.type for e in seen if getattr(e, "response_id", None) == first or
             getattr(getattr(e, "response", None), "id", None) == first] == GA_RESPONSE
-    assert (closed.frames, closed.responses, closed.dropped) == (len(pictures), len(answers), 0)
-    assert refused == ("unauthorized", 403)
+    assert (closed.frames, closed.responses, closed.dropped) == (len(PLAN), 2, 0)
 
 
 async def _refused(url: str) -> tuple[str, int]:
