@@ -218,7 +218,7 @@ ERROR_CODES: dict[str, str] = {
     "server_full": "the server holds --max-sessions sessions (closes)",
     "idle_timeout": "no message and nothing to decide for the idle timeout (closes)",
     "bad_json": "a text message that is not a JSON object",
-    "unknown_type": "a JSON message whose type is not one of ask, frame, config, source, close",
+    "unknown_type": "a JSON message whose type the route does not know (/v1/stream: ask, frame, config, source, close)",
     "bad_message": "a known message with missing or invalid fields",
     "message_too_large": "a text message over max_message_bytes",
     "frame_too_large": "a frame over max_frame_bytes",
