@@ -110,6 +110,15 @@ def page_on(chromium):
         tab.close()
 
 
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory) -> Path:
+    from streamo.video.synthetic import frame_times, write_clip
+
+    path = tmp_path_factory.mktemp("clips") / "clip.mp4"
+    write_clip(path, frame_times(80, 10.0), width=112, height=84)  # 8 s
+    return path
+
+
 def test_page_plays_a_file_like_streamo_stream_and_its_download_scores(example_model, page_on, capsys, tmp_path):
     import json
 
