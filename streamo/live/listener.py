@@ -22,8 +22,11 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from .server import AppState, Metrics, ServeSettings, create_app
+from .realtime import RealtimeConnection
+from .server import AppState, LiveConnection, Metrics, ServeSettings, create_app
 
+PROTOCOLS = (LiveConnection, RealtimeConnection)
+"""The session protocols ``streamo serve`` speaks, each at its own path: ``/v1/stream``, ``/v1/realtime``."""
 _QUERY = re.compile(r"\?[^\s\"']*")
 REDACTED = "[redacted]"
 
@@ -146,7 +149,7 @@ def build_server(state: AppState, log_level: str = "info", **config: Any) -> Dra
     """The uvicorn server for ``state``'s app (``config``: host, port, TLS files)."""
     settings = state.settings
     # No per-message deflate: frames are JPEG/PNG already, compressing them again only costs time.
-    uvicorn_config = uvicorn.Config(create_app(state), http=guarded_http(settings, state.metrics), ws=ThrottledWebSocket,
+    uvicorn_config = uvicorn.Config(create_app(state, PROTOCOLS), http=guarded_http(settings, state.metrics), ws=ThrottledWebSocket,
                                     ws_max_size=settings.transport_max_bytes, ws_per_message_deflate=False,
                                     ws_ping_interval=settings.ping_interval, ws_ping_timeout=settings.ping_timeout,
                                     log_level=log_level, lifespan="on", **config)

@@ -170,7 +170,11 @@ def _id(prefix: str) -> str:
 
 
 class RealtimeConnection(LiveConnection):
-    """One ``/v1/realtime`` session: Realtime client events in, Realtime server events out."""
+    """One ``/v1/realtime`` session: Realtime client events in, Realtime server events out.
+    The ``model`` query parameter (the SDK sends it) is accepted; the served model is the loaded one."""
+
+    PATH = "/v1/realtime"
+    SUBPROTOCOL = None
 
     def __init__(self, app_state: Any, websocket: Any) -> None:
         super().__init__(app_state, websocket)

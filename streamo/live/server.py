@@ -215,6 +215,10 @@ class _Drained:
 class LiveConnection:
     """One WebSocket session: protocol messages in, scheduler work out, events back."""
 
+    PATH = "/v1/stream"
+    SUBPROTOCOL: str | None = PROTOCOL
+    """The WebSocket subprotocol selected when the client offers it."""
+
     def __init__(self, app_state: "AppState", websocket: WebSocket) -> None:
         self.state = app_state
         self.settings = app_state.settings
@@ -695,8 +699,9 @@ class AppState:
         return self.settings.api_key is not None or is_loopback(urlsplit(own).hostname or "")
 
 
-def create_app(state: AppState) -> FastAPI:
-    """The ASGI app; the scheduler (and its model threads) lives as long as the app runs."""
+def create_app(state: AppState, protocols: tuple[type[LiveConnection], ...] = (LiveConnection,)) -> FastAPI:
+    """The ASGI app, with a WebSocket route for each session protocol (at its ``PATH``); the
+    scheduler (and its model threads) lives as long as the app runs."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -744,21 +749,19 @@ def create_app(state: AppState) -> FastAPI:
 
     app.include_router(media_router(state.settings.sources, require_key))
 
-    @app.websocket("/v1/stream")
-    async def stream(websocket: WebSocket) -> None:
-        await open_session(state, websocket, LiveConnection, PROTOCOL)
-
-    @app.websocket("/v1/realtime")
-    async def realtime(websocket: WebSocket) -> None:
-        """The same sessions in the OpenAI Realtime conventions (``realtime.py``); ``?model=`` is accepted."""
-        from .realtime import RealtimeConnection
-
-        await open_session(state, websocket, RealtimeConnection, None)
-
+    for kind in protocols:
+        app.add_api_websocket_route(kind.PATH, _route(state, kind))
     return app
 
 
-async def open_session(state: AppState, websocket: WebSocket, kind: type[LiveConnection], subprotocol: str | None) -> None:
+def _route(state: AppState, kind: type[LiveConnection]):
+    async def session(websocket: WebSocket) -> None:
+        await open_session(state, websocket, kind)
+
+    return session
+
+
+async def open_session(state: AppState, websocket: WebSocket, kind: type[LiveConnection]) -> None:
     """Every protocol's way in: the Origin rule, the key, the session bound, then ``kind``'s session."""
     if not state.origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), websocket.url.scheme):
         # Refused in the handshake (HTTP 403): a page from elsewhere never gets a session.
@@ -766,7 +769,7 @@ async def open_session(state: AppState, websocket: WebSocket, kind: type[LiveCon
         await websocket.close(CLOSE_FORBIDDEN_ORIGIN)
         return
     offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
-    await websocket.accept(subprotocol=subprotocol if subprotocol in offered else None)
+    await websocket.accept(subprotocol=kind.SUBPROTOCOL if kind.SUBPROTOCOL in offered else None)
     key = state.settings.api_key
     if key is not None:
         offered_key = _bearer(websocket.headers.get("authorization")) or _subprotocol_key(offered)
