@@ -65,3 +65,19 @@ def test_no_two_parts_need_each_other():
         graph.setdefault(_part(module), set()).update(_part(t) for t in targets if _part(t) != _part(module))
     cycles = sorted(f"{a} <-> {b}" for a in graph for b in graph[a] if a < b and a in graph.get(b, set()))
     assert cycles == []
+
+
+def test_no_two_modules_need_each_other():
+    """Within a part too (``engine.backend`` and ``engine.model`` once did); a package's
+    ``__init__`` naming its own modules is not a need."""
+    found = _imports()
+    modules = {module for module in found if not (PACKAGE / Path(*module.split(".")[1:]) / "__init__.py").exists()}
+
+    def owner(target: str) -> str:
+        while target not in found and "." in target:
+            target = target.rsplit(".", 1)[0]
+        return target
+
+    needs = {module: {owner(t) for t in found[module]} & modules - {module} for module in modules}
+    cycles = sorted(f"{a} <-> {b}" for a in needs for b in needs[a] if a < b and a in needs[b])
+    assert cycles == []

@@ -9,6 +9,9 @@ repository. Sub-commands at any depth (``streamo instruct prepare``) are whateve
 hold, so new sub-commands are checked as soon as their docs mark a block runnable. Values are
 not opened or converted (``--model output/streamo/checkpoint-100`` need not exist): only the
 command, its option names, their arity and choices, and the required options are checked.
+
+A ``python runnable`` block is a whole program: it must compile here, and it must be run,
+against the real thing it talks to, by the test its doc names (``PYTHON_EXAMPLES``).
 """
 
 from __future__ import annotations
@@ -148,6 +151,27 @@ def test_the_docs_have_runnable_streamo_commands():
     """Guards against the marker being dropped or misspelt everywhere: then nothing is checked."""
     checked = {words[1] for _, words in COMMANDS if words[0] == "streamo"}
     assert {"convert", "frames", "stream", "eval", "ovobench", "synth", "tiny-model"} <= checked
+
+
+PYTHON_FENCE = re.compile(r"^```python runnable[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
+PYTHON_EXAMPLES = {"docs/serving.md": "tests/live/test_realtime.py"}
+"""Each doc with ``python runnable`` blocks, and the test that runs them (``python_blocks``)."""
+
+
+def python_blocks(doc: str) -> list[tuple[int, str]]:
+    """(line number of the opening fence, program) of every ``python runnable`` block of ``doc``."""
+    text = (REPO / doc).read_text(encoding="utf-8")
+    return [(text.count("\n", 0, match.start()) + 1, match.group(1)) for match in PYTHON_FENCE.finditer(text)]
+
+
+def test_python_examples_compile_and_a_test_runs_them():
+    for path in DOCS:
+        doc = str(path.relative_to(REPO))
+        blocks = python_blocks(doc)
+        assert bool(blocks) == (doc in PYTHON_EXAMPLES), f"{doc}: name the test that runs its python runnable blocks"
+        for line, program in blocks:
+            compile(program, f"{doc}:{line}", "exec")
+            assert "python_blocks" in (REPO / PYTHON_EXAMPLES[doc]).read_text(encoding="utf-8")
 
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")

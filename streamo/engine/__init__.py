@@ -16,7 +16,7 @@ _EXPORTS = {
     "chunk_positions": "prompt",
     "StreamEvent": "session",
     "StreamingSession": "session",
-    "EngineSettings": "model",
+    "EngineSettings": "backend",
     "StreamModel": "model",
     "ModelLoadError": "loading",
     "load_stream_model": "loading",

@@ -10,14 +10,37 @@ torch: the command line lists the backends without loading one.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import import_module
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
+
+from ..protocol import DEFAULT_SYSTEM_PROMPT
 
 if TYPE_CHECKING:
     from .decoding import DecisionRule
-    from .model import EngineSettings
     from .session import StreamEvent
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How the engine runs; one fresh session per sample or stream. It lives beside the contract
+    because every backend's ``load`` takes it (``model`` builds on both, so neither needs the other)."""
+
+    fps: float = 1.0
+    window: float | None = None
+    eviction_block: float | None = None
+    response_threshold: float | None = None
+    max_new_tokens: int = 128
+    max_pixels: int | None = None
+    """None: the checkpoint's training budget (``training_max_pixels``)."""
+    max_context_tokens: int | None = None
+    """Tokens a session's context may hold; None: the checkpoint's ``max_position_embeddings``
+    (on vLLM, its ``max_model_len``)."""
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    backend: str = "transformers"
+    """What runs the model: a name of ``backend.BACKENDS`` (``transformers``, the KV-cache engine, or ``vllm``)."""
+    vllm: Mapping[str, Any] = field(default_factory=dict)
+    """``VllmOptions`` fields for the vllm backend."""
 
 
 @runtime_checkable

@@ -11,32 +11,10 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 from ..protocol import DEFAULT_SYSTEM_PROMPT, State
-from .backend import Session, get_backend
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """How the engine runs; one fresh session per sample or stream."""
-
-    fps: float = 1.0
-    window: float | None = None
-    eviction_block: float | None = None
-    response_threshold: float | None = None
-    max_new_tokens: int = 128
-    max_pixels: int | None = None
-    """None: the checkpoint's training budget (``training_max_pixels``)."""
-    max_context_tokens: int | None = None
-    """Tokens a session's context may hold; None: the checkpoint's ``max_position_embeddings``
-    (on vLLM, its ``max_model_len``)."""
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    backend: str = "transformers"
-    """What runs the model: a name of ``backend.BACKENDS`` (``transformers``, the KV-cache engine, or ``vllm``)."""
-    vllm: Mapping[str, Any] = field(default_factory=dict)
-    """``VllmOptions`` fields for the vllm backend."""
+from .backend import EngineSettings, Session, get_backend
 
 
 class StreamModel:

@@ -103,7 +103,7 @@ def run_serve(args: argparse.Namespace) -> int:
     state = AppState(settings, served_name(args.model), model)
     scheme = "https" if args.ssl_certfile else "http"
     print(f"streamo serve: {args.model} on {args.backend} at {scheme}://{args.host}:{args.port}/ (page), sessions on "
-          f"/v1/stream; API key {'required' if key else 'not required (loopback)'}", file=sys.stderr, flush=True)
+          f"/v1/stream and /v1/realtime; API key {'required' if key else 'not required (loopback)'}", file=sys.stderr, flush=True)
     # Session start and end lines (``streamo.live``) beside uvicorn's own; the key is never logged.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     try:

@@ -18,10 +18,14 @@ from .messages import ProtocolError
 FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 
 
-def decode_frame(data: bytes, max_frame_bytes: int, max_frame_side: int, min_pixels: int, max_pixels: int) -> Image.Image:
-    """The RGB frame at the model's pixel budget; raises ``ProtocolError`` for anything else."""
+def check_frame_bytes(data: bytes, max_frame_bytes: int) -> None:
     if len(data) > max_frame_bytes:
         raise ProtocolError("frame_too_large", f"frame of {len(data)} bytes; the limit is {max_frame_bytes}")
+
+
+def decode_frame(data: bytes, max_frame_bytes: int, max_frame_side: int, min_pixels: int, max_pixels: int) -> Image.Image:
+    """The RGB frame at the model's pixel budget; raises ``ProtocolError`` for anything else."""
+    check_frame_bytes(data, max_frame_bytes)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -5,6 +5,7 @@ connections, prints query strings (where a careless client may put a key) in its
 SIGTERM closes sessions with 1012 before the app can say goodbye. Here a connection must
 send its request within the handshake timeout, connections beyond ``max_connections`` are
 closed at once, every ``uvicorn`` and ``streamo`` log line loses query strings and the key,
+a client the server reads slowly on purpose is not taken for a dead one (``ThrottledWebSocket``),
 and a shutdown first drains the sessions (``AppState.drain``).
 """
 
@@ -19,9 +20,13 @@ from urllib.parse import quote
 
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from .server import AppState, Metrics, ServeSettings, create_app
+from .realtime import RealtimeConnection
+from .server import AppState, LiveConnection, Metrics, ServeSettings, create_app
 
+PROTOCOLS = (LiveConnection, RealtimeConnection)
+"""The session protocols ``streamo serve`` speaks, each at its own path: ``/v1/stream``, ``/v1/realtime``."""
 _QUERY = re.compile(r"\?[^\s\"']*")
 REDACTED = "[redacted]"
 
@@ -56,6 +61,23 @@ def guarded_http(settings: ServeSettings, metrics: Metrics) -> type[H11Protocol]
                 self.transport.close()
 
     return GuardedHTTP
+
+
+class ThrottledWebSocket(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket with a keepalive that waits for the server's own reading.
+
+    A session's socket is read at most ``max_message_rate`` messages a second, and uvicorn stops
+    reading the connection until the app takes the message it holds. A client sending faster
+    has its pong behind its own unread frames; uvicorn would close it with 1011 (no ``closed``,
+    frames neither decided nor dropped). While the server holds a message unread, the pong
+    deadline is pushed back: only a client whose pong is missing once the server reads it again
+    is dead. A silent client is never held back, so its deadline is uvicorn's."""
+
+    def keepalive_timeout(self) -> None:
+        if self.read_paused and not self.transport.is_closing():
+            self.pong_timer = self.loop.call_later(self.ping_timeout, self.keepalive_timeout)
+            return
+        super().keepalive_timeout()
 
 
 class Redact(logging.Filter):
@@ -127,8 +149,9 @@ def build_server(state: AppState, log_level: str = "info", **config: Any) -> Dra
     """The uvicorn server for ``state``'s app (``config``: host, port, TLS files)."""
     settings = state.settings
     # No per-message deflate: frames are JPEG/PNG already, compressing them again only costs time.
-    uvicorn_config = uvicorn.Config(create_app(state), http=guarded_http(settings, state.metrics),
+    uvicorn_config = uvicorn.Config(create_app(state, PROTOCOLS), http=guarded_http(settings, state.metrics), ws=ThrottledWebSocket,
                                     ws_max_size=settings.transport_max_bytes, ws_per_message_deflate=False,
+                                    ws_ping_interval=settings.ping_interval, ws_ping_timeout=settings.ping_timeout,
                                     log_level=log_level, lifespan="on", **config)
     install_redaction(settings.api_key)
     return DrainingServer(uvicorn_config, state)

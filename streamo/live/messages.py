@@ -112,6 +112,8 @@ class Limits(_Message):
     """Largest frame picture in bytes."""
     max_frame_side: int
     """Largest frame picture side in pixels (width and height each), checked before decoding."""
+    max_frame_pixels: int
+    """``max_frame_side`` squared: the limit's older form, kept because a v1 field is never removed."""
     max_queue: int
     """Frames that may wait for the model; beyond, the oldest waiting frames are dropped."""
     max_frame_rate: float
@@ -216,7 +218,7 @@ ERROR_CODES: dict[str, str] = {
     "server_full": "the server holds --max-sessions sessions (closes)",
     "idle_timeout": "no message and nothing to decide for the idle timeout (closes)",
     "bad_json": "a text message that is not a JSON object",
-    "unknown_type": "a JSON message whose type is not one of ask, frame, config, source, close",
+    "unknown_type": "a JSON message whose type the route does not know (/v1/stream: ask, frame, config, source, close)",
     "bad_message": "a known message with missing or invalid fields",
     "message_too_large": "a text message over max_message_bytes",
     "frame_too_large": "a frame over max_frame_bytes",
@@ -232,6 +234,9 @@ ERROR_CODES: dict[str, str] = {
     "source_failed": "the source could not be decoded",
     "context_full": "a question (with those waiting for the same frame) or a frame that cannot fit the context's token budget",
     "internal": "the model failed on a frame or question; the session goes on",
+    "unsupported": "(/v1/realtime) an event, field or value of the Realtime API that Streamo does not honour; param names it",
+    "conversation_already_has_active_response": "(/v1/realtime) a response.create while a forced answer still waits for its frame",
+    "response_cancel_not_active": "(/v1/realtime) a response.cancel with no forced answer waiting",
 }
 
 
@@ -258,7 +263,7 @@ class ProtocolError(Exception):
     """Something a client sent that is refused; becomes an ``error`` message with ``code``.
     The message is made one line and cut to ``MAX_ERROR_CHARS``, whatever was put in it."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
         if code not in ERROR_CODES:
             raise ValueError(f"unknown error code {code!r}")
         message = escaped(message)
@@ -267,3 +272,7 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.param = param
+        """The field at fault (``/v1/realtime``'s ``error.param``)."""
+        self.event_id: str | None = None
+        """The client event it answers, where the protocol names events (``/v1/realtime``)."""

@@ -41,6 +41,8 @@ class Decided:
     waiting: int
     dropped: int
     """Frames dropped since the previous decision."""
+    forced: bool = False
+    """Decided as Response because the client asked for an answer (``force``)."""
 
 
 @dataclass
@@ -54,6 +56,8 @@ class Failed:
     """Whether the item was a frame (it gets no decision and counts as dropped)."""
     questions: int
     """Questions the item took out of waiting (or never let in) that no event will show."""
+    forced: bool = False
+    """The frame had taken a ``force``: the answer asked for will not come."""
 
 
 @dataclass
@@ -87,6 +91,8 @@ class _Session:
     removed: bool = False
     busy: bool = False
     """An item of this session is being executed."""
+    forced: bool = False
+    """The next frame the model reads answers, whatever its state would have been."""
 
 
 class Scheduler:
@@ -169,6 +175,18 @@ class Scheduler:
         with self._cond:
             self._sessions[session_id].decision = decision
 
+    def force(self, session_id: str) -> None:
+        """The next frame the model reads (a queued one included) is decided as Response."""
+        with self._cond:
+            self._sessions[session_id].forced = True
+
+    def unforce(self, session_id: str) -> bool:
+        """Take back ``force``; False when a frame has already taken it."""
+        with self._cond:
+            session = self._sessions[session_id]
+            forced, session.forced = session.forced, False
+            return forced
+
     @property
     def open_sessions(self) -> int:
         with self._cond:
@@ -211,7 +229,10 @@ class Scheduler:
                 if self._stopping:
                     return
                 session, item = picked
-                engine, decision = session.engine, session.decision
+                engine, decision, forced = session.engine, session.decision, False
+                if isinstance(item, _Push) and session.forced:
+                    # A threshold of 0 on P(Response) always answers; the bias still shapes the probabilities.
+                    decision, forced, session.forced = DecisionRule(decision.bias, response_threshold=0.0), True, False
             result, waiting = None, int(isinstance(item, _Ask))
             try:
                 if engine is None:
@@ -220,13 +241,13 @@ class Scheduler:
                         if not session.removed:
                             session.engine = engine
                 waiting += len(engine.waiting_questions)
-                result = self._execute(session, engine, decision, item)
+                result = self._execute(session, engine, decision, item, forced)
             except ContextBudgetError as exc:
-                result = Failed("context_full", str(exc), isinstance(item, _Push), _lost(engine, waiting))
+                result = Failed("context_full", str(exc), isinstance(item, _Push), _lost(engine, waiting), forced)
             except Exception as exc:  # the model thread must outlive any one frame
                 log.exception("session %s: the model failed", session.id)
                 result = Failed("internal", f"{type(exc).__name__}: {exc}", isinstance(item, _Push),
-                                _lost(engine, waiting))
+                                _lost(engine, waiting), forced)
             if isinstance(result, Failed) and result.frame:
                 with self._cond:  # undecided, so counted with the dropped: every frame is decided or dropped
                     session.dropped_since_event += 1
@@ -238,7 +259,7 @@ class Scheduler:
                 if session.work:
                     self._cond.notify()
 
-    def _execute(self, session: _Session, engine: Any, decision: DecisionRule, item: Any) -> Any:
+    def _execute(self, session: _Session, engine: Any, decision: DecisionRule, item: Any, forced: bool) -> Any:
         if isinstance(item, _Ask):
             engine.ask(item.text, item.t)
             return None
@@ -250,7 +271,7 @@ class Scheduler:
         with self._cond:
             dropped, session.dropped_since_event = session.dropped_since_event, 0
             waiting = session.frames_waiting
-        return Decided(event, (started - item.received) * 1000, waiting, dropped)
+        return Decided(event, (started - item.received) * 1000, waiting, dropped, forced)
 
 
 

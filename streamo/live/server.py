@@ -103,6 +103,10 @@ class ServeSettings:
     """Open TCP connections, sessions and plain HTTP together; one more is closed at once."""
     handshake_timeout: float = 10.0
     """Seconds a new connection has to send its request (an HTTP request or the WebSocket upgrade)."""
+    ping_interval: float = 20.0
+    """Seconds between the server's WebSocket pings (uvicorn's keepalive)."""
+    ping_timeout: float = 20.0
+    """Seconds a pong may take once the server reads the socket again (``listener.ThrottledWebSocket``)."""
     shutdown_grace: float = 10.0
     """Seconds sessions have to decide the frames they hold when the server stops."""
     allow_origins: list[str] = field(default_factory=list)
@@ -213,6 +217,10 @@ class _Drained:
 class LiveConnection:
     """One WebSocket session: protocol messages in, scheduler work out, events back."""
 
+    PATH = "/v1/stream"
+    SUBPROTOCOL: str | None = PROTOCOL
+    """The WebSocket subprotocol selected when the client offers it."""
+
     def __init__(self, app_state: "AppState", websocket: WebSocket) -> None:
         self.state = app_state
         self.settings = app_state.settings
@@ -316,15 +324,19 @@ class LiveConnection:
     async def _on_message(self, message: dict[str, Any]) -> None:
         """One client message; whatever goes wrong becomes an ``error`` and the session goes on."""
         try:
-            if message.get("bytes") is not None:
-                await self._on_frame(message["bytes"])
-            else:
-                await self._on_text(message.get("text") or "")
+            await self._handle(message)
         except ProtocolError as exc:
             self._error(exc)
         except Exception:  # a server fault must not end the session silently or show the client internals
             log.exception("session %s: a message could not be handled", self.id)
             self._error(ProtocolError("internal", "the server failed on this message; the session goes on"))
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        """One client message in this connection's protocol (``streamo.v1`` here)."""
+        if message.get("bytes") is not None:
+            await self._on_frame(message["bytes"])
+        else:
+            await self._on_text(message.get("text") or "")
 
     def _busy(self) -> bool:
         """Frames still to decide or a source playing: the session is not idle."""
@@ -387,9 +399,13 @@ class LiveConnection:
         elif isinstance(message, Source):
             await self._on_source(message)
         elif isinstance(message, Close):
-            self.closing = True
-            await self._unpark(closing=True)
-            self.state.scheduler.submit_marker(self.id, _Drained())
+            await self._close()
+
+    async def _close(self) -> None:
+        """The client's ``close``: take nothing more, decide what was received, then ``closed``."""
+        self.closing = True
+        await self._unpark(closing=True)
+        self.state.scheduler.submit_marker(self.id, _Drained())
 
     def _on_ask(self, message: Ask) -> None:
         limit = self.settings.max_question_chars
@@ -416,13 +432,20 @@ class LiveConnection:
 
     async def _on_frame(self, data: bytes) -> None:
         t, self.header_t, header_seen, self.header_seen = self.header_t, None, self.header_seen, False
+        await self._push_frame(data, t if header_seen else None)
+
+    def next_t(self, t: float | None) -> float:
+        """A frame's time: ``t`` when given, else the turn after the last frame's."""
+        return (self.last_turn + 1) / self.state.fps if t is None else t
+
+    async def _push_frame(self, data: bytes, t: float | None) -> None:
+        """A picture for the moment ``t`` (None: the next turn), within the frame rate limit."""
         if self.closing:
             raise ProtocolError("session_closing", "frame after close")
         if self.source_task is not None:
             raise ProtocolError("source_busy", "this session plays a server-side source")
         fps = self.state.fps
-        if not header_seen or t is None:
-            t = (self.last_turn + 1) / fps
+        t = self.next_t(t)
         turn = frame_turn(t, fps)
         if turn <= self.last_turn:
             raise ProtocolError("frame_out_of_order", f"frame at t={t:g} s is turn {turn}, but turn {self.last_turn} was already received")
@@ -529,7 +552,7 @@ class LiveConnection:
             metrics.wait.observe(result.wait_ms / 1000)
             metrics.context_tokens.inc(event.context_tokens)
             metrics.cached_tokens.inc(event.cached_tokens)
-            self._emit(Event(
+            self._emit_event(result, Event(
                 t=event.t, turn=event.turn, state=event.state, text=event.text, latency_ms=round(event.latency_ms, 3),
                 wait_ms=round(result.wait_ms, 3), probabilities={s: round(p, 6) for s, p in event.probabilities.items()},
                 questions=event.questions, waiting=result.waiting, dropped=result.dropped,
@@ -553,15 +576,27 @@ class LiveConnection:
             self.finish(result.reason)
         self.progress.set()
 
+    def _emit_event(self, result: Decided, event: Event) -> None:
+        """Send one frame's decision (another protocol may say it otherwise)."""
+        self._emit(event)
+
     def _error(self, exc: ProtocolError, closes: bool = False) -> None:
         self.state.metrics.errors.labels(exc.code).inc()
         self._emit(Error(code=exc.code, message=exc.message, closes=closes))
 
+    @staticmethod
+    def refusal(exc: ProtocolError) -> str:
+        """The error that refuses a session before it opens (it closes)."""
+        return Error(code=exc.code, message=exc.message, closes=True).model_dump_json()
+
     def _emit(self, message: Any, close_code: int | None = None) -> None:
-        """Queue a message for the client; a client that lets the outbox's bound fill is closed (``CLOSE_BACKLOG``)."""
+        """Queue a protocol message (``messages.py``) for the client."""
+        self._queue(message.model_dump_json(), close_code)
+
+    def _queue(self, text: str, close_code: int | None = None) -> None:
+        """Queue a serialized message; a client that lets the outbox's bound fill is closed (``CLOSE_BACKLOG``)."""
         if self.backlogged or self.finished.is_set():
             return
-        text = message.model_dump_json()
         if len(self.outbox) >= self.settings.max_outbox_messages or \
                 self.outbox_bytes + len(text) > self.settings.max_outbox_bytes:
             log.warning("session %s: closed: the client leaves its messages unread (%d waiting, %d bytes)",
@@ -628,7 +663,7 @@ class AppState:
             window=self.model.settings.window, response_threshold=self.model.settings.response_threshold,
             limits=Limits(
                 max_message_bytes=s.max_message_bytes, max_frame_bytes=s.max_frame_bytes,
-                max_frame_side=s.max_frame_side, max_queue=s.max_queue, max_frame_rate=s.max_frame_rate,
+                max_frame_side=s.max_frame_side, max_frame_pixels=s.max_frame_side ** 2, max_queue=s.max_queue, max_frame_rate=s.max_frame_rate,
                 max_question_chars=s.max_question_chars, max_waiting_questions=s.max_waiting_questions,
                 idle_timeout_s=s.idle_timeout, max_pixels=self.max_pixels, max_context_tokens=self.model.max_context_tokens,
             ),
@@ -676,8 +711,9 @@ class AppState:
         return self.settings.api_key is not None or is_loopback(urlsplit(own).hostname or "")
 
 
-def create_app(state: AppState) -> FastAPI:
-    """The ASGI app; the scheduler (and its model threads) lives as long as the app runs."""
+def create_app(state: AppState, protocols: tuple[type[LiveConnection], ...] = (LiveConnection,)) -> FastAPI:
+    """The ASGI app, with a WebSocket route for each session protocol (at its ``PATH``); the
+    scheduler (and its model threads) lives as long as the app runs."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -731,39 +767,51 @@ def create_app(state: AppState) -> FastAPI:
 
     app.include_router(media_router(state.settings.sources, require_key))
 
-    @app.websocket("/v1/stream")
-    async def stream(websocket: WebSocket) -> None:
-        if not state.origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), websocket.url.scheme):
-            # Refused in the handshake (HTTP 403): a page from elsewhere never gets a session.
-            state.metrics.refused.labels("origin").inc()
-            await websocket.close(CLOSE_FORBIDDEN_ORIGIN)
-            return
-        offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
-        await websocket.accept(subprotocol=PROTOCOL if PROTOCOL in offered else None)
-        if key is not None:
-            offered_key = _bearer(websocket.headers.get("authorization")) or _subprotocol_key(offered)
-            if not _key_matches(key, offered_key):
-                await _refuse(websocket, state, "unauthorized", "missing or wrong API key", CLOSE_UNAUTHORIZED)
-                return
-        if state.unavailable() is not None:
-            await _refuse(websocket, state, "server_full",
-                          f"the server holds its maximum of {state.settings.max_sessions} sessions; try again later",
-                          CLOSE_SERVER_FULL)
-            return
-        connection = LiveConnection(state, websocket)
-        state.connections[connection.id] = connection
-        try:
-            await connection.run()
-        finally:
-            del state.connections[connection.id]
-
+    for kind in protocols:
+        app.add_api_websocket_route(kind.PATH, _route(state, kind))
     return app
 
 
-async def _refuse(websocket: WebSocket, state: AppState, code: str, message: str, close_code: int) -> None:
+def _route(state: AppState, kind: type[LiveConnection]):
+    async def session(websocket: WebSocket) -> None:
+        await open_session(state, websocket, kind)
+
+    return session
+
+
+async def open_session(state: AppState, websocket: WebSocket, kind: type[LiveConnection]) -> None:
+    """Every protocol's way in: the Origin rule, the key, the session bound, then ``kind``'s session."""
+    if not state.origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), websocket.url.scheme):
+        # Refused in the handshake (HTTP 403): a page from elsewhere never gets a session.
+        state.metrics.refused.labels("origin").inc()
+        await websocket.close(CLOSE_FORBIDDEN_ORIGIN)
+        return
+    offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    await websocket.accept(subprotocol=kind.SUBPROTOCOL if kind.SUBPROTOCOL in offered else None)
+    key = state.settings.api_key
+    if key is not None:
+        offered_key = _bearer(websocket.headers.get("authorization")) or _subprotocol_key(offered)
+        if not _key_matches(key, offered_key):
+            await _refuse(websocket, state, kind, "unauthorized", "missing or wrong API key", CLOSE_UNAUTHORIZED)
+            return
+    if state.unavailable() is not None:
+        await _refuse(websocket, state, kind, "server_full",
+                      f"the server holds its maximum of {state.settings.max_sessions} sessions; try again later",
+                      CLOSE_SERVER_FULL)
+        return
+    connection = kind(state, websocket)
+    state.connections[connection.id] = connection
+    try:
+        await connection.run()
+    finally:
+        del state.connections[connection.id]
+
+
+async def _refuse(websocket: WebSocket, state: AppState, kind: type[LiveConnection], code: str, message: str,
+                  close_code: int) -> None:
     state.metrics.errors.labels(code).inc()
     try:
-        await websocket.send_text(Error(code=code, message=message, closes=True).model_dump_json())
+        await websocket.send_text(kind.refusal(ProtocolError(code, message)))
         await websocket.close(close_code, reason=code)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass

@@ -23,6 +23,10 @@ EXAMPLE_VIDEO = REPO / "dataset" / "example" / "videos" / "synth_0000.mp4"
 EXAMPLE_RAW = REPO / "dataset" / "example" / "raw_data.json"
 
 
+SAMPLE = 2
+"""The shipped example's Narration sample on synth_0000 (the demo's): silence, standby and response with answers."""
+
+
 @dataclass
 class Running:
     url: str
@@ -33,6 +37,33 @@ class Running:
 def loaded_model(stream_model) -> StreamModel:
     """The fitted stream model loaded as ``streamo serve`` loads a checkpoint."""
     return StreamModel(stream_model.directory, EngineSettings(window=None, max_pixels=MAX_PIXELS), "cpu")
+
+
+@pytest.fixture(scope="session")
+def example_model(tmp_path_factory) -> Path:
+    """The demo's page model, built as scripts/demo.sh builds it (step 5): the tiny model with the
+    state tokens, its output head fitted by ``streamo fit-head`` to play sample ``SAMPLE`` of the
+    shipped example exactly, with margins wide enough that the few pixel levels a browser's
+    decoder differs by cannot flip a decision. (The demo's 80-step training is not repeated.)"""
+    from streamo.cli import main
+
+    folder = tmp_path_factory.mktemp("models")
+    example = EXAMPLE_RAW.parent
+    assert main(["tiny-model", "--with-state-tokens", str(folder / "tiny-states")]) == 0
+    assert main(["fit-head", "--model", str(folder / "tiny-states"), "--data", str(example / "stream_format.json"),
+                 "--video-prefix", str(REPO), "--sample", str(SAMPLE), "--max-pixels", str(MAX_PIXELS),
+                 "--out", str(folder / "example-fitted")]) == 0
+    return folder / "example-fitted"
+
+
+def example_question() -> str:
+    """The demo's question: the first of sample ``SAMPLE``."""
+    import json
+
+    from streamo.protocol import parse_stream_messages
+
+    record = json.loads((EXAMPLE_RAW.parent / "stream_format.json").read_text())[SAMPLE]
+    return parse_stream_messages(record["messages"]).turns[0].questions[0]
 
 
 @contextmanager

@@ -45,14 +45,15 @@ def _png(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-def _raw_upgrade(port: int, host: str | None = None, origin: str | None = None, receive_buffer: int | None = None):
+def _raw_upgrade(port: int, host: str | None = None, origin: str | None = None, receive_buffer: int | None = None,
+                 path: str = "/v1/stream"):
     """A WebSocket upgrade over a bare socket: what a hand-written client controls and a library hides."""
     sock = socket.socket()
     if receive_buffer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
-    lines = [f"GET /v1/stream HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "Upgrade: websocket",
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "Upgrade: websocket",
              "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
     if origin:
         lines.append(f"Origin: {origin}")

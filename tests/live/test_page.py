@@ -13,7 +13,8 @@ from engine.stream_model import MAX_PIXELS
 from streamo.cli import main
 from streamo.live.server import ServeSettings
 
-from .conftest import running_server
+from .conftest import SAMPLE, running_server
+from .conftest import example_question as _example_question
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "dataset" / "example"
@@ -109,24 +110,6 @@ def page_on(chromium):
         tab.close()
 
 
-SAMPLE = 2
-"""The shipped example's Narration sample on synth_0000: silence, standby and response with answers."""
-
-
-@pytest.fixture(scope="module")
-def example_model(tmp_path_factory) -> Path:
-    """The demo's page model, built as scripts/demo.sh builds it (step 5): the tiny model with the
-    state tokens, its output head fitted by ``streamo fit-head`` to play sample ``SAMPLE`` of the
-    shipped example exactly, with margins wide enough that the few pixel levels a browser's
-    decoder differs by cannot flip a decision. (The demo's 80-step training is not repeated.)"""
-    folder = tmp_path_factory.mktemp("models")
-    assert main(["tiny-model", "--with-state-tokens", str(folder / "tiny-states")]) == 0
-    assert main(["fit-head", "--model", str(folder / "tiny-states"), "--data", str(EXAMPLE / "stream_format.json"),
-                 "--video-prefix", str(REPO), "--sample", str(SAMPLE), "--max-pixels", str(MAX_PIXELS),
-                 "--out", str(folder / "example-fitted")]) == 0
-    return folder / "example-fitted"
-
-
 @pytest.fixture(scope="module")
 def short_clip(tmp_path_factory) -> Path:
     from streamo.video.synthetic import frame_times, write_clip
@@ -134,15 +117,6 @@ def short_clip(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("clips") / "clip.mp4"
     write_clip(path, frame_times(80, 10.0), width=112, height=84)  # 8 s
     return path
-
-
-def _example_question() -> str:
-    import json
-
-    from streamo.protocol import parse_stream_messages
-
-    record = json.loads((EXAMPLE / "stream_format.json").read_text())[SAMPLE]
-    return parse_stream_messages(record["messages"]).turns[0].questions[0]
 
 
 def _png_header_problems(tab: Page, png: Path) -> list[str]:

@@ -341,6 +341,16 @@ def test_serve_refuses_a_public_address_without_a_key(tmp_path, capsys):
     assert message.count("\n") == 0 and "without an API key" in message
 
 
+def _frames_received(url: str) -> float:
+    """Frames the server has read so far: decided plus waiting (``/metrics``; no frame is dropped here)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(urllib.request.Request(
+        url + "/metrics", headers={"Authorization": f"Bearer {KEY}"})).read().decode()
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    return values["streamo_frames_decided_total"] + values["streamo_frames_waiting"]
+
+
 def test_serve_command_starts_answers_never_logs_the_key_and_drains_on_sigterm(stream_model, tmp_path):
     """The real `streamo serve` process: health open, metrics behind the key, a session works; the
     key is never logged, even where a client puts it in a URL; on SIGTERM an open session gets
@@ -398,6 +408,12 @@ def test_serve_command_starts_answers_never_logs_the_key_and_drains_on_sigterm(s
             events = [await client.receive() for _ in range(3)]
             for turn in (3, 4):  # still to decide when the signal comes: decided within the grace period
                 await client.send_frame(encode_png(frame(turn)), float(turn))
+            # Held means read off the socket: wait until the server counts both (decided or waiting).
+            received = len(PLAN) + 5
+            deadline = time.monotonic() + 30
+            while _frames_received(url) < received:
+                assert time.monotonic() < deadline, "the server never read frames 3 and 4"
+                await asyncio.sleep(0.01)
             process.send_signal(signal.SIGTERM)
             messages = []
             while (message := await client.receive()) is not None:
