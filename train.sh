@@ -95,6 +95,11 @@ esac
 if [[ "${NPROC_PER_NODE:-1}" -gt 1 || "${NNODES:-1}" -gt 1 || "$DEEPSPEED" != none ]]; then
     export NPROC_PER_NODE="${NPROC_PER_NODE:-1}" NNODES="${NNODES:-1}" NODE_RANK="${NODE_RANK:-0}"
     export MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}" MASTER_PORT="${MASTER_PORT:-29500}"
+    # Without a GPU, accelerate finds no collective backend on its own and each rank would train
+    # alone: plain DDP names gloo here; DeepSpeed gets it from the plugin (swift_plugin/distributed.py).
+    if [[ "$PRESET" == cpu-tiny && "$DEEPSPEED" == none && $((NPROC_PER_NODE * NNODES)) -gt 1 ]]; then
+        EXTRA+=(--use_cpu true --ddp_backend gloo)
+    fi
 else
     unset NPROC_PER_NODE NNODES
 fi
