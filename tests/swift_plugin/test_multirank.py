@@ -10,11 +10,15 @@ under ZeRO-2/3, the partitioned, flattened buckets and the clipping norm summed 
 partial sums) and the element-wise optimizer kernels run over differently laid-out tensors. For
 a float32 sum of n terms the rounding error is about sqrt(n) * u relative (u = 2**-24,
 random-walk bound); the largest reduction is the clipping norm over all P trainable parameters,
-so each step's gradient is off by a relative rho = sqrt(P) * u at most. Adam with
-(1 - beta1) <= sqrt(1 - beta2) (ms-swift's 0.9 and 0.95, checked) moves a parameter by at most
-lr a step, scale-invariantly, so a relative perturbation rho of the gradient changes that move
-by at most lr * rho. Over the run: parameters within STEPS * lr * rho (4.2e-5 here), each
-step's loss within step * rho relative (measured: docs/training.md, "Several GPUs and nodes").
+so each step's gradient is off by a relative rho = sqrt(P) * u at most, and so is each step's
+loss (step k: k * rho, the perturbations of the steps before adding up). Adam with
+(1 - beta1) <= sqrt(1 - beta2) (ms-swift's 0.9 and 0.95, checked) moves each parameter by at
+most lr a step, scale-invariantly, so a relative perturbation rho of the gradient changes the
+step's move, a vector of norm at most lr * sqrt(P), by at most lr * sqrt(P) * rho; over the run
+the parameters stay within STEPS * lr * sqrt(P) * rho in L2 norm. The bound is on the norm, not
+on each parameter: where a gradient element cancels to nearly zero its rounding error is not
+small relative to it, and Adam's step there can differ by up to lr (seen under ZeRO-3 on two
+embedding rows after 8 steps); such elements are few and weigh little in the norm.
 """
 
 from __future__ import annotations
@@ -67,9 +71,12 @@ def _environment(tiny_model_dir, output_dir: Path, **extra: str) -> dict[str, st
         "STREAMO_FOCAL_ALPHA": "running",
         ROW_LOG_ENV: str(output_dir / "rows"),
         "MASTER_PORT": str(_free_port()),
+        # Every run reads the same JPEG frames (decoded frames differ from them in the last bits);
+        # a fresh cache per run, which the ranks of a run fill at once while preprocessing.
+        "STREAMO_FRAME_CACHE": str(output_dir / "frames"),
         **extra,
     }
-    for name in ("STREAMO_FRAME_CACHE", "NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "RANK", "WORLD_SIZE"):
+    for name in ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "RANK", "WORLD_SIZE"):
         if name not in extra:
             env.pop(name, None)
     return env
@@ -125,14 +132,13 @@ def train_runs(tiny_model_dir, tmp_path_factory):
             envs = [_environment(tiny_model_dir, output, NNODES="2", NODE_RANK=str(rank), NPROC_PER_NODE="1",
                                  MASTER_ADDR="127.0.0.1", MASTER_PORT=port) for rank in (0, 1)]
             # Each node writes its own output directory; node 0's is the run's (it logs and saves).
-            envs[1]["OUTPUT_DIR"] = str(output / "node1")
+            envs[1]["OUTPUT_DIR"] = str(output / "node1")  # the frame cache and the row log stay shared
             logs = [output / f"node{rank}.log" for rank in (0, 1)]
             _finish([_launch(env, log) for env, log in zip(envs, logs)], logs)
         else:
             settings = {"accumulation": dict(GRAD_ACCUM="2"),
                         "ddp": dict(NPROC_PER_NODE="2", DEEPSPEED="none"),
-                        # a fresh frame cache that both ranks fill at once while preprocessing
-                        "zero2": dict(NPROC_PER_NODE="2", DEEPSPEED="zero2", STREAMO_FRAME_CACHE=str(output / "frames")),
+                        "zero2": dict(NPROC_PER_NODE="2", DEEPSPEED="zero2"),
                         "zero3": dict(NPROC_PER_NODE="2", DEEPSPEED="zero3")}[name]
             log = output / "train.log"
             _finish([_launch(_environment(tiny_model_dir, output, **settings), log)], [log])
@@ -170,9 +176,10 @@ def test_two_ranks_train_what_one_rank_with_accumulation_trains(name, train_runs
     rho = _rho(expected)
     for step, (a, b) in enumerate(zip(reference.losses, run.losses), 1):
         assert b == pytest.approx(a, rel=step * rho), f"step {step}"
-    tolerance = STEPS * LEARNING_RATE * rho
-    worst = max((expected[key] - trained[key]).abs().max().item() for key in expected)
-    assert worst <= tolerance, (worst, tolerance)
+    parameters = sum(tensor.numel() for tensor in expected.values())
+    tolerance = STEPS * LEARNING_RATE * math.sqrt(parameters) * rho
+    distance = math.sqrt(sum(float(((expected[key] - trained[key]).double() ** 2).sum()) for key in expected))
+    assert distance <= tolerance, (distance, tolerance)
 
 
 def test_the_ranks_train_every_window_once_per_epoch(train_runs, example_windows):
@@ -203,8 +210,9 @@ def test_ms_swift_sampler_leaves_out_the_rows_that_do_not_fill_every_rank():
     assert sorted(indices(0, 2, 16) + indices(1, 2, 16)) == list(range(16))
 
 
-def test_two_ranks_fill_one_frame_cache_at_once(train_runs):
-    cache = train_runs("zero2").directory.parent / "frames"
+@pytest.mark.parametrize("name", ["ddp", "zero2"])
+def test_two_ranks_fill_one_frame_cache_at_once(name, train_runs):
+    cache = train_runs(name).directory.parent / "frames"
     videos = {Path(video).name for row in json.loads(EXAMPLE.read_text()) for video in row["videos"]}
     markers = list(cache.glob("*/*/frames.json"))
     assert len(markers) == len(videos)
@@ -228,7 +236,8 @@ def test_two_nodes_on_one_machine_train_and_their_checkpoint_streams_and_serves(
                               env=env, capture_output=True, text=True, timeout=600)
     assert streamed.returncode == 0, streamed.stderr[-3000:]
     events = [json.loads(line) for line in streamed.stdout.splitlines() if line.startswith("{")]
-    assert len(events) >= 40 and all(event["state"] in ("silence", "standby", "response") for event in events)
+    seconds = sum("<stream>" in message["content"] for message in json.loads(EXAMPLE.read_text())[0]["messages"])
+    assert len(events) == seconds and all(event["state"] in ("silence", "standby", "response") for event in events)
 
     port = _free_port()
     server = subprocess.Popen([str(STREAMO), "serve", "--model", str(run.checkpoint), "--port", str(port),
