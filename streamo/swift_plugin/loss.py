@@ -16,13 +16,13 @@ sets (and records in the checkpoint's args.json), because ms-swift has no loss a
 * ``STREAMO_FOCAL_ALPHA``: ``dataset`` (default: count the states of the training dataset
   once, before the first step), ``running`` (running count over the optimizer steps before
   this one), ``uniform`` (no balancing) or three numbers ``silence,standby,response``.
+* ``STREAMO_FOCAL_ALPHA_POWER``: 1 = inverse frequency (default), 0.5 = its square root.
 
 Both counts are global, so the loss does not change with the number of ranks or with how a
 step's batch is split into accumulated micro-batches: every rank holds the whole training
 dataset (ms-swift shards only the sampler), and the running counts are all-reduced over the
 ranks and folded in only when an optimizer step is complete, so every micro-batch of a step,
 on every rank, is weighted with the same alpha.
-* ``STREAMO_FOCAL_ALPHA_POWER``: 1 = inverse frequency (default), 0.5 = its square root.
 """
 
 from __future__ import annotations

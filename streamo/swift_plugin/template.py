@@ -79,6 +79,7 @@ class StreamQwen2_5VLTemplate(Qwen2_5VLTemplate):
         self.frame_source = FrameSource.from_env(self.max_pixels)
 
     def encode(self, inputs, *args, **kwargs):
+        """The parent's encoding; with ``STREAMO_ROW_LOG`` set, tagged with the row's key for the collator."""
         key = None
         if os.environ.get(ROW_LOG_ENV) and isinstance(inputs, dict) and self.mode == "train":
             videos = inputs.get("videos") or [""]
@@ -89,6 +90,7 @@ class StreamQwen2_5VLTemplate(Qwen2_5VLTemplate):
         return encoded
 
     def data_collator(self, batch, *args, **kwargs):
+        """The parent's collation; logs the keys of the rows it collates (only batches that are trained are collated)."""
         keys = [item.pop(_ROW_KEY) for item in batch if isinstance(item, dict) and _ROW_KEY in item]
         if keys:
             directory = os.environ[ROW_LOG_ENV]
