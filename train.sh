@@ -12,6 +12,8 @@
 # Two nodes of 8 GPUs each (run on both, NODE_RANK=0 on the one whose address is MASTER_ADDR):
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 NPROC_PER_NODE=8 bash train.sh
 #   NNODES=2 NODE_RANK=1 MASTER_ADDR=10.0.0.1 MASTER_PORT=29500 NPROC_PER_NODE=8 bash train.sh
+# Several ranks without a GPU run over gloo (DEEPSPEED=none, zero2 or zero3; docs/training.md):
+#   NPROC_PER_NODE=2 PRESET=cpu-tiny bash train.sh
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -101,6 +103,12 @@ esac
 if [[ "${NPROC_PER_NODE:-1}" -gt 1 || "${NNODES:-1}" -gt 1 || "$DEEPSPEED" != none ]]; then
     export NPROC_PER_NODE="${NPROC_PER_NODE:-1}" NNODES="${NNODES:-1}" NODE_RANK="${NODE_RANK:-0}"
     export MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}" MASTER_PORT="${MASTER_PORT:-29500}"
+    # Without a GPU, accelerate finds no collective backend on its own and each rank would train
+    # alone: plain DDP names gloo here; DeepSpeed gets it from the plugin (swift_plugin/distributed.py).
+    if [[ "$DEEPSPEED" == none && $((NPROC_PER_NODE * NNODES)) -gt 1 ]] \
+        && "$PYTHON" -c 'import sys, torch; sys.exit(torch.cuda.is_available())' 2>/dev/null; then
+        EXTRA+=(--use_cpu true --ddp_backend gloo)
+    fi
 else
     unset NPROC_PER_NODE NNODES
 fi

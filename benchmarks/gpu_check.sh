@@ -13,11 +13,14 @@
 #   benchmarks/train_gpu.py: 3B full ZeRO-3, 7B LoRA ZeRO-2, STEPS optimizer steps each;
 #   benchmarks/stream_latency.py --config 7b --device cuda, 600 s;
 #   benchmarks/serve_load.py --config 7b --backend transformers, frames from the kit;
+#   with 2 GPUs or more only (the lent kinds have one; the step's line then says it was skipped):
+#   ranks-1 and ranks-2, 7B LoRA ZeRO-2 on 1 GPU with GRAD_ACCUM 2 and on 2 GPUs, the same rows per
+#   optimizer step, so their first losses must agree (docs/training.md, "Several GPUs and nodes");
 #   a line per step: exit status, seconds, or why it was skipped
 # $OUT/*.log           everything each step printed: install, env, train, latency, serve
 # Knobs: KIT (default .whl in the checkout), SITE (install target, default /tmp/site), BUDGET (seconds
 # for all steps, default 510 for full size: one 9-minute call with the install), STEPS (train_gpu
-# --steps, default 3), SETUPS (train_gpu --setups), ONLY (comma-separated steps among train,latency,serve;
+# --steps, default 3), SETUPS (train_gpu --setups), ONLY (comma-separated steps among train,latency,serve,ranks;
 # default all).
 set -uo pipefail
 
@@ -30,7 +33,7 @@ OUT="${OUT:?set OUT to the folder for the results}"
 KIT="${KIT:-$REPO/.whl}"
 SITE="${SITE:-/tmp/site}"
 PYTHON="${PYTHON:-python3}"
-ONLY="${ONLY:-train,latency,serve}"
+ONLY="${ONLY:-train,latency,serve,ranks}"
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 START=$SECONDS
@@ -123,4 +126,14 @@ step train "${CAPS[0]}" "${MINS[0]}" "$PYTHON" "$REPO/benchmarks/train_gpu.py" "
 rm -rf "${DATA:-/nonexistent}/models" "${DATA:-/nonexistent}/runs"   # tens of GB, not results
 step latency "${CAPS[1]}" "${MINS[1]}" "$PYTHON" "$REPO/benchmarks/stream_latency.py" "${LATENCY[@]}"
 step serve "${CAPS[2]}" "${MINS[2]}" "$PYTHON" "$REPO/benchmarks/serve_load.py" "${SERVE[@]}" --backend transformers --soak-seconds 0
+if [[ ",$ONLY," == *",ranks,"* ]]; then
+    GPUS="$("$PYTHON" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)"
+    if [[ "$CONFIG" == 7b && "$GPUS" -ge 2 ]]; then
+        RANKS=(--config full --setups 7b-lora-zero2 --steps "${STEPS:-3}" --train-timeout 240)
+        ONLY="ranks-1,ranks-2" step ranks-1 300 240 env NPROC_PER_NODE=1 "$PYTHON" "$REPO/benchmarks/train_gpu.py" "${RANKS[@]}" --grad-accum 2
+        ONLY="ranks-1,ranks-2" step ranks-2 300 240 env NPROC_PER_NODE=2 "$PYTHON" "$REPO/benchmarks/train_gpu.py" "${RANKS[@]}" --grad-accum 1
+    else
+        echo "{\"step\": \"ranks\", \"skipped\": \"needs 2 GPUs and --config 7b\", \"gpus\": $GPUS}" >>"$RESULTS"
+    fi
+fi
 cat "$RESULTS"

@@ -16,12 +16,16 @@ PLUGIN_FILE = Path(__file__).resolve().parents[2] / "plugin" / "streamo_plugin.p
 
 def register() -> None:
     """Register the template, the named example dataset, the stream files of the current
-    swift command and the ``stream_focal`` loss. Safe to call more than once."""
+    swift command and the ``stream_focal`` loss, and set up DeepSpeed over CPU ranks
+    (``distributed.py``). Safe to call more than once."""
     from . import loss
     from .dataset import register_argument_datasets, register_example_dataset
+    from .distributed import prepare_cpu_deepspeed
     from .template import register_stream_template
 
     register_stream_template()
     register_example_dataset()
-    register_argument_datasets()
+    arguments = register_argument_datasets()
+    if arguments is not None:
+        prepare_cpu_deepspeed(arguments)
     loss.register()

@@ -281,18 +281,20 @@ def register_stream_dataset(path: str, whole_videos: bool = True) -> None:
     register_dataset(DatasetMeta(dataset_path=path, preprocess_func=preprocessor), exist_ok=True)
 
 
-def register_argument_datasets() -> None:
-    """Register the stream files named by the swift command being set up (see module doc)."""
+def register_argument_datasets() -> Any:
+    """Register the stream files named by the swift command being set up (see module doc);
+    returns that command's arguments object (None outside a swift command)."""
     global _arguments
     arguments = _running_arguments()
     if arguments is None:
-        return
+        return None
     _arguments = arguments
     training = list(getattr(arguments, "dataset", None) or [])
     for spec in list(getattr(arguments, "val_dataset", None) or []) + training:  # training files win
         syntax = DatasetSyntax.parse(spec)
         if syntax.dataset_type == "path" and syntax.dataset.lower().endswith(_DATA_SUFFIXES):
             register_stream_dataset(syntax.dataset, whole_videos=spec in training)
+    return arguments
 
 
 def example_data_file() -> Path:

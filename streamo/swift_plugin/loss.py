@@ -14,9 +14,15 @@ sets (and records in the checkpoint's args.json), because ms-swift has no loss a
 
 * ``STREAMO_FOCAL_GAMMA``: focal exponent for the state tokens (default 2).
 * ``STREAMO_FOCAL_ALPHA``: ``dataset`` (default: count the states of the training dataset
-  once, before the first step), ``running`` (running count over the batches seen),
-  ``uniform`` (no balancing) or three numbers ``silence,standby,response``.
+  once, before the first step), ``running`` (running count over the optimizer steps before
+  this one), ``uniform`` (no balancing) or three numbers ``silence,standby,response``.
 * ``STREAMO_FOCAL_ALPHA_POWER``: 1 = inverse frequency (default), 0.5 = its square root.
+
+Both counts are global, so the loss does not change with the number of ranks or with how a
+step's batch is split into accumulated micro-batches: every rank holds the whole training
+dataset (ms-swift shards only the sampler), and the running counts are all-reduced over the
+ranks and folded in only when an optimizer step is complete, so every micro-batch of a step,
+on every rank, is weighted with the same alpha.
 """
 
 from __future__ import annotations
@@ -154,6 +160,9 @@ class StreamFocalLoss(BaseLoss):
         self.state_token_ids = tuple(state_token_ids(template.tokenizer).values())
         self.running: RunningStateAlpha | None = None
         self.alpha: tuple[float, float, float] | None = None
+        self._pending: torch.Tensor | None = None
+        """State counts of the optimizer step in progress (all ranks), folded in when it ends."""
+        self._pending_step: int | None = None
         if self.settings.alpha_source == "fixed":
             self.alpha = self.settings.alpha
         elif self.settings.alpha_source == "uniform":
@@ -185,10 +194,15 @@ class StreamFocalLoss(BaseLoss):
         if self.running is None:
             return self.alpha  # type: ignore[return-value]
         if self.trainer.model.training:
+            step = self.trainer.state.global_step
+            if step != self._pending_step:
+                if self._pending is not None:
+                    self.running.update(self._pending)
+                self._pending, self._pending_step = None, step
             counts = state_counts(labels, self.state_token_ids)
             if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
                 dist.all_reduce(counts)
-            self.running.update(counts)
+            self._pending = counts if self._pending is None else self._pending + counts
         return self.running.alpha()
 
     def __call__(self, outputs, labels, *, num_items_in_batch=None, loss_scale=None, **kwargs) -> torch.Tensor:

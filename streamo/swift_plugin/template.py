@@ -10,6 +10,9 @@ assistant turns only, M-RoPE positions, collation) is the parent template's.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from typing import Any, Literal
 
 from PIL import Image
@@ -22,7 +25,18 @@ from ..video import VideoError
 from .frames import FrameSource
 
 TEMPLATE_TYPE = "stream_qwen2_5_vl"
+ROW_LOG_ENV = "STREAMO_ROW_LOG"
+"""A directory: when set, each rank appends the key (``row_key``) of every row it trains on to
+``rank<RANK>.jsonl`` there, as the batches are collated (how the tests prove that the ranks
+see every row once)."""
+_ROW_KEY = "streamo_row"
 logger = get_logger()
+
+
+def row_key(messages: list[dict[str, Any]], video: str) -> str:
+    """A short key naming one training row (a sample, or one window of it) by its content."""
+    text = json.dumps([[message.get("role"), message.get("content")] for message in messages] + [os.path.basename(video)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class StreamSampleError(ValueError):
@@ -63,6 +77,27 @@ class StreamQwen2_5VLTemplate(Qwen2_5VLTemplate):
         self.video_token_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
         self.state_token_ids = list(state_token_ids(tokenizer).values())
         self.frame_source = FrameSource.from_env(self.max_pixels)
+
+    def encode(self, inputs, *args, **kwargs):
+        """The parent's encoding; with ``STREAMO_ROW_LOG`` set, tagged with the row's key for the collator."""
+        key = None
+        if os.environ.get(ROW_LOG_ENV) and isinstance(inputs, dict) and self.mode == "train":
+            videos = inputs.get("videos") or [""]
+            key = row_key(inputs["messages"], videos[0] if isinstance(videos, list) else videos)
+        encoded = super().encode(inputs, *args, **kwargs)
+        if key is not None:
+            encoded[_ROW_KEY] = key
+        return encoded
+
+    def data_collator(self, batch, *args, **kwargs):
+        """The parent's collation; logs the keys of the rows it collates (only batches that are trained are collated)."""
+        keys = [item.pop(_ROW_KEY) for item in batch if isinstance(item, dict) and _ROW_KEY in item]
+        if keys:
+            directory = os.environ[ROW_LOG_ENV]
+            os.makedirs(directory, exist_ok=True)
+            with open(os.path.join(directory, f"rank{os.environ.get('RANK', '0')}.jsonl"), "a", encoding="utf-8") as log:
+                log.write("".join(json.dumps({"row": key}) + "\n" for key in keys))
+        return super().data_collator(batch, *args, **kwargs)
 
     def _preprocess_inputs(self, inputs) -> None:
         turns = stream_turns(inputs.messages)
@@ -108,10 +143,12 @@ def register_stream_template() -> None:
 
 
 __all__ = [
+    "ROW_LOG_ENV",
     "TEMPLATE_TYPE",
     "StateTokenError",
     "StreamQwen2_5VLTemplate",
     "StreamSampleError",
     "register_stream_template",
+    "row_key",
     "stream_turns",
 ]

@@ -52,6 +52,7 @@ def test_every_step_ran_without_pyav_from_the_unpacked_kit(check):
     assert env["av"] is None and env["swift"] and env["deepspeed"]
     steps = {line["step"]: line for line in check["lines"] if "step" in line}
     assert [steps[name].get("exit") for name in ("train", "latency", "serve")] == [0, 0, 0], check["logs"]
+    assert steps["ranks"]["skipped"].startswith("needs 2 GPUs") and steps["ranks"]["gpus"] == 0
     assert check["kit"]["fits"] is True and check["kit"]["data_bytes"] > 0 and check["kit"]["wheel_bytes"] == 0
 
 

@@ -97,7 +97,8 @@ def encode(tokenizer, states, frame_tokens=20):
 
 def fake_trainer(tokenizer, dataset=None, training=True, sequence_parallel_size=1):
     template = SimpleNamespace(tokenizer=tokenizer, sequence_parallel_size=sequence_parallel_size)
-    return SimpleNamespace(template=template, model=SimpleNamespace(training=training), train_dataset=dataset)
+    return SimpleNamespace(template=template, model=SimpleNamespace(training=training), train_dataset=dataset,
+                           state=SimpleNamespace(global_step=0))
 
 
 def lazy_dataset():
@@ -169,7 +170,9 @@ def test_streaming_dataset_falls_back_to_the_running_estimate(tokenizer, batch, 
         loss_fn(CausalLMOutputWithPast(logits=logits), labels)
     assert loss_fn.running is not None
     assert "falling back" in caplog.text
-    # The running counts now hold this batch's states on top of the prior of 1 each.
+    # Once the optimizer step is over, the running counts hold its states on top of the prior of 1 each.
+    loss_fn.trainer.state.global_step = 1
+    loss_fn(CausalLMOutputWithPast(logits=logits), labels)
     assert loss_fn.running.counts == [1 + 6, 1 + 3, 1 + 2]
 
 
@@ -182,7 +185,11 @@ def test_running_alpha_learns_only_in_training(tokenizer, batch, monkeypatch):
     assert loss_fn.running.counts == [1, 1, 1]
     trainer.model.training = True
     loss_fn(CausalLMOutputWithPast(logits=logits), labels)
-    assert loss_fn.running.alpha() == pytest.approx(state_alpha_from_counts((7, 4, 3)))
+    loss_fn(CausalLMOutputWithPast(logits=logits), labels)  # a second micro-batch of the same step
+    assert loss_fn.running.counts == [1, 1, 1]  # every micro-batch of a step sees the same alpha
+    trainer.state.global_step = 1
+    loss_fn(CausalLMOutputWithPast(logits=logits), labels)
+    assert loss_fn.running.alpha() == pytest.approx(state_alpha_from_counts((13, 7, 5)))
 
 
 def test_padding_free_kept_logits_layout_gives_the_padded_loss(tokenizer, batch, monkeypatch):

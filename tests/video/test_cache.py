@@ -159,3 +159,34 @@ def test_settings_are_validated(tmp_path):
         FrameCache(tmp_path, quality=101)
     with pytest.raises(ValueError):
         FrameCache(tmp_path, min_pixels=10_000, max_pixels=5_000)
+
+
+def _extract_all_in_child(cache_dir, videos, barrier, results):
+    cache_module.turn_frames = _slow_frames
+    barrier.wait()
+    results.put([len(FrameCache(cache_dir).ensure(video).paths) for video in videos])
+
+
+def test_two_ranks_filling_one_cache_in_opposite_orders_leave_one_entry_per_video(tmp_path, clip, monkeypatch):
+    """What two training ranks do when both preprocess the same dataset into one frame cache."""
+    first, _ = clip
+    second, _ = make_clip(tmp_path, "second.mp4", 25, 4.2)
+    log = tmp_path / "decoders.log"
+    monkeypatch.setenv("STREAMO_TEST_DECODE_LOG", str(log))
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(2), context.Queue()
+    orders = [[first, second], [second, first]]
+    ranks = [context.Process(target=_extract_all_in_child, args=(tmp_path / "cache", order, barrier, results))
+             for order in orders]
+    for rank in ranks:
+        rank.start()
+    counts = sorted(results.get(timeout=60) for _ in ranks)
+    for rank in ranks:
+        rank.join(timeout=60)
+        assert rank.exitcode == 0
+    assert counts == [[4, 6], [6, 4]]
+    assert len(log.read_text().split()) == 2, "each video is decoded by one process only"
+    cache = FrameCache(tmp_path / "cache")
+    entries = sorted(p.relative_to(tmp_path / "cache").as_posix() for p in (tmp_path / "cache").glob("*/*") if p.is_dir())
+    assert entries == sorted(cache.entry_name(cache.lookup(video)) for video in (first, second))
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
