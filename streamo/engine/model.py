@@ -37,6 +37,8 @@ class EngineSettings:
     """What runs the model: a name of ``backend.BACKENDS`` (``transformers``, the KV-cache engine, or ``vllm``)."""
     vllm: Mapping[str, Any] = field(default_factory=dict)
     """``VllmOptions`` fields for the vllm backend."""
+    max_batch: int = 1
+    """Sessions' frames the transformers backend decides in one forward (1: one at a time); vLLM batches on its own."""
 
 
 class StreamModel:
@@ -100,6 +102,7 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
         fps=args.fps, window=args.window, eviction_block=args.eviction_block,
         response_threshold=args.response_threshold, max_new_tokens=args.max_new_tokens, max_pixels=args.max_pixels,
         max_context_tokens=args.max_context_tokens, system_prompt=args.system_prompt or DEFAULT_SYSTEM_PROMPT, backend=args.backend, vllm=vllm_options(args),
+        max_batch=getattr(args, "max_batch", 1),
     )
 
 

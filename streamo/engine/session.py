@@ -132,19 +132,27 @@ class StreamingSession(ContextSession):
 
     # ----------------------------------------------------------------- internals
 
-    def _encode_frame(self, image: Image.Image) -> tuple[torch.Tensor, tuple[int, int]]:
+    def _frame_inputs(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """The frame's patches and ``image_grid_thw`` for the vision encoder, and its grid in merged patches."""
         image = fit_to_budget(image, self.min_pixels, self.max_pixels)
         inputs = self.processor.image_processor(images=[image], return_tensors="pt", do_resize=False)
-        grid_thw = inputs["image_grid_thw"].to(self.device)
-        pixels = inputs["pixel_values"].to(self.device)
-        embeds = self.model.model.get_image_features(pixels, grid_thw, return_dict=True).pooler_output[0]
         _, grid_h, grid_w = (int(v) for v in inputs["image_grid_thw"][0])
-        return embeds, (grid_h // self.merge_size, grid_w // self.merge_size)
+        return inputs["pixel_values"], inputs["image_grid_thw"], (grid_h // self.merge_size, grid_w // self.merge_size)
+
+    def _encode_frame(self, image: Image.Image) -> tuple[torch.Tensor, tuple[int, int]]:
+        pixels, grid_thw, grid = self._frame_inputs(image)
+        embeds = self.model.model.get_image_features(pixels.to(self.device), grid_thw.to(self.device),
+                                                     return_dict=True).pooler_output[0]
+        return embeds, grid
+
+    def _positions(self, ids: list[int], grids: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, int]:
+        """M-RoPE positions of ``ids`` after the cache, and the next free position."""
+        return chunk_positions(ids, self.tokens.image_token_id, grids, self._next_position)
 
     def _forward(self, ids: list[int], frames: Sequence[torch.Tensor], grids: Sequence[tuple[int, int]]) -> torch.Tensor:
         """Append ``ids`` (with ``frames`` at their image pads) to the cache; return the
         final hidden state at the last new position."""
-        positions, next_position = chunk_positions(ids, self.tokens.image_token_id, grids, self._next_position)
+        positions, next_position = self._positions(ids, grids)
         input_ids = torch.tensor([ids], device=self.device)
         embeds = self.model.model.get_input_embeddings()(input_ids)
         if frames:
@@ -173,16 +181,20 @@ class StreamingSession(ContextSession):
             self._cache.crop(-surplus)
             del self._ids[length:]
 
+    def _logits(self, ids: list[int]) -> torch.Tensor:
+        """Append ``ids``; the vocabulary logits at the last one."""
+        return self.model.lm_head(self._forward(ids, [], []))
+
     def _answer(self) -> str:
-        hidden = self._forward([self.state_ids[State.RESPONSE]], [], [])
+        logits = self._logits([self.state_ids[State.RESPONSE]])
         answer: list[int] = []
         while len(answer) < self.decoder.max_new_tokens:
-            token = self.decoder.pick(self.model.lm_head(hidden))
+            token = self.decoder.pick(logits)
             if token in self.decoder.stop_ids:
                 break
             answer.append(token)
             if len(answer) < self.decoder.max_new_tokens:
-                hidden = self._forward([token], [], [])
+                logits = self._logits([token])
         return self.decoder.text(answer)
 
     def _close_reply(self, turn: ContextTurn, state: State, answer: str) -> None:
@@ -210,19 +222,35 @@ class StreamingSession(ContextSession):
 
 
 class TransformersEngine:
-    """A checkpoint loaded with transformers: every session reads the one model, one at a time."""
+    """A checkpoint loaded with transformers: every session reads the one model.
 
-    def __init__(self, model, processor) -> None:
+    ``max_batch`` 1: one session's work at a time, in one model thread. Above 1: up to
+    ``max_batch`` sessions' frames in flight, their model work merged into shared passes
+    (``batching.Batcher``)."""
+
+    def __init__(self, model, processor, max_batch: int = 1) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.model, self.processor = model, processor
+        self.max_batch = max_batch
         config = model.config
         self.position_limit = getattr(getattr(config, "text_config", config), "max_position_embeddings", None)
+        self.batcher = None
+        if max_batch > 1:
+            from .batching import Batcher
+
+            self.batcher = Batcher(model, max_batch)
 
     def session(self, **options: Any) -> StreamingSession:
-        return StreamingSession(self.model, self.processor, **options)
+        if self.batcher is None:
+            return StreamingSession(self.model, self.processor, **options)
+        from .batching import BatchedSession
+
+        return BatchedSession(self.model, self.processor, self.batcher, **options)
 
     def model_threads(self, max_sessions: int) -> int:
-        """One: the sessions share one model and one device stream."""
-        return 1
+        """One per frame a batch may hold (one when unbatched): each runs one session's frame."""
+        return max(1, min(self.max_batch, max_sessions))
 
     def close(self) -> None:
         """Nothing to stop: the weights go with the last reference."""
@@ -232,7 +260,7 @@ def load(path, settings, max_pixels: int, device: str | None) -> TransformersEng
     """The ``transformers`` backend (``backend.BACKENDS``): the checkpoint on ``device``."""
     from .loading import load_stream_model
 
-    return TransformersEngine(*load_stream_model(path, device))
+    return TransformersEngine(*load_stream_model(path, device), max_batch=settings.max_batch)
 
 
 def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager:
