@@ -15,9 +15,16 @@ per backend:
 * ``sustained_sessions``: the most sessions that, each sending one frame a second of its own
   video for ``--seconds`` (``--rate`` frames a second compresses time), all get every frame
   decided (nothing dropped) with a 95th-percentile decision latency (frame sent to event
-  received) under one second; trials go up from 1 session, doubling, then bisect;
+  received) under ``--p95-limit-ms`` (default one second); trials go up from 1 session, doubling, then bisect;
 * the trial at that count: ``frames_sent``, ``events_received``, ``frames_dropped`` and
   ``lost`` (neither decided nor reported dropped: must be 0), latency p50/p95/max;
+* batched decisions (``--max-batch``, the transformers backend): the figures above are taken at
+  the first ``--max-batch`` (default 1, one frame at a time); for each further one (default 4
+  and 16) a server of its own gives ``sustained_sessions`` and its p95, ``load_p95_ms`` (the p95
+  with as many sessions as the first sustained: the same offered load) and ``decisions_per_s``
+  at saturation, in ``batches``. ``batch_speedup`` is decisions/s at the best batch over batch
+  1's (``--saturation-sessions``, default 32: the issue asks for 8 or more), and
+  ``batch_p95_ratio`` that batch's ``load_p95_ms`` over batch 1's;
 * ``batched_forward_speedup``: whether batching sessions would pay here: ``--batch`` sessions'
   next turns (one frame's tokens each, on a KV cache of ``--batch-context`` tokens) read in one
   forward pass of batch ``--batch`` against as many forward passes of batch 1 (equal lengths, no
@@ -103,6 +110,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="frames each of them sends (default: 130, past a full 120-s window)")
     parser.add_argument("--flood-sessions", type=int, default=2,
                         help="flooding clients beside the quiet session; 0 skips it (default: 2)")
+    parser.add_argument("--max-batch", type=int, nargs="+", default=[1, 4, 16], metavar="N",
+                        help="serve --max-batch values, one server each, the first with every figure (default: 1 4 16)")
+    parser.add_argument("--p95-limit-ms", type=float, default=1000.0,
+                        help="p95 decision latency a sustained trial stays under (default: 1000)")
     parser.add_argument("--batch", type=int, default=8, help="sessions batched in batched_forward_speedup (default: 8)")
     parser.add_argument("--batch-context", type=int, default=600,
                         help="cached tokens per session in that comparison (default: 600)")
@@ -206,12 +217,12 @@ def _tree_rss_mb(pid: int) -> float:
     return total / 2**20
 
 
-def _start_server(model_dir: Path, args, port: int, max_sessions: int, backend: str) -> subprocess.Popen:
+def _start_server(model_dir: Path, args, port: int, max_sessions: int, backend: str, max_batch: int = 1) -> subprocess.Popen:
     command = [sys.executable, "-m", "streamo.cli", "serve", "--model", str(model_dir), "--port", str(port),
                "--max-pixels", str(args.max_pixels), "--max-sessions", str(max_sessions), "--idle-timeout", "120",
                "--backend", backend]
     if backend == "transformers":
-        command += ["--device", args.device]
+        command += ["--device", args.device, "--max-batch", str(max_batch)]
     else:
         command += ["--max-model-len", str(args.max_model_len)]
         if args.device == "cpu":
@@ -287,8 +298,31 @@ def _trial(url: str, videos: list[list[bytes]], sessions: int, seconds: float, r
     }
 
 
-def _held(trial: dict) -> bool:
-    return trial["frames_dropped"] == 0 and trial["lost"] == 0 and trial["latency_p95_ms"] < 1000
+def _held(trial: dict, p95_limit_ms: float) -> bool:
+    return trial["frames_dropped"] == 0 and trial["lost"] == 0 and trial["latency_p95_ms"] < p95_limit_ms
+
+
+def _sustained(url: str, videos: list[list[bytes]], args) -> tuple[int, dict, list[dict]]:
+    """The most sessions held, the trial at that count and every trial: doubling from 1 while
+    held, then bisecting between the last held and the first failed count."""
+    trials, best, low, high = [], None, 0, None
+    sessions = 1
+    while True:
+        trial = _trial(url, videos, sessions, args.seconds, args.rate)
+        trials.append(trial)
+        if _held(trial, args.p95_limit_ms):
+            low, best = sessions, trial
+        else:
+            high = sessions
+        if high is None:
+            if sessions >= args.max_sessions:
+                break
+            sessions = min(sessions * 2, args.max_sessions)
+        elif high - low <= 1:
+            break
+        else:
+            sessions = (low + high) // 2
+    return low, best or trials[-1], trials
 
 
 def _round_trips_ms(url: str, pictures: list[bytes], frames: int) -> list[float]:
@@ -440,13 +474,16 @@ def _cache_figures(caches: list[list[tuple[int, int]]]) -> dict:
     }
 
 
+def _server_sessions(args) -> int:
+    return max(args.max_sessions, args.soak_sessions, args.saturation_sessions)
+
+
 def _measure(backend: str, model_dir: Path, args, videos: list[list[bytes]]) -> dict:
-    """Every figure of one backend, with its own ``streamo serve``."""
+    """Every figure of one backend, with its own ``streamo serve`` (at the first ``--max-batch``)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     started = time.monotonic()
-    server = _start_server(model_dir, args, port, max(args.max_sessions, args.soak_sessions, args.saturation_sessions),
-                           backend)
+    server = _start_server(model_dir, args, port, _server_sessions(args), backend, args.max_batch[0])
     figures: dict = {"start_s": round(time.monotonic() - started, 1)}
     try:
         rss_idle = _tree_rss_mb(server.pid)
@@ -454,26 +491,10 @@ def _measure(backend: str, model_dir: Path, args, videos: list[list[bytes]]) -> 
         figures["round_trip_ms"] = round(statistics.mean(_round_trips_ms(url, pictures, args.engine_frames)), 2)
         if args.flood_sessions:
             figures.update(_flood(url, pictures, args.engine_frames, args.flood_sessions))
-        trials, best, low, high = [], None, 0, None
-        sessions = 1
-        while True:  # double while held, then bisect between the last held and the first failed count
-            trial = _trial(url, videos, sessions, args.seconds, args.rate)
-            trials.append(trial)
-            if _held(trial):
-                low, best = sessions, trial
-            else:
-                high = sessions
-            if high is None:
-                if sessions >= args.max_sessions:
-                    break
-                sessions = min(sessions * 2, args.max_sessions)
-            elif high - low <= 1:
-                break
-            else:
-                sessions = (low + high) // 2
-        held = best or trials[-1]
+        low, held, trials = _sustained(url, videos, args)
         figures.update({"sustained_sessions": low, **{k: v for k, v in held.items() if k != "caches"}})
-        figures["trials"] = [(t["sessions"], _held(t), t["latency_p95_ms"], t["frames_dropped"]) for t in trials]
+        figures["trials"] = [(t["sessions"], _held(t, args.p95_limit_ms), t["latency_p95_ms"], t["frames_dropped"])
+                             for t in trials]
         saturation = _saturation(url, server.pid, videos, args.saturation_sessions, args.saturation_frames)
         figures.update({
             "saturation_sessions": args.saturation_sessions, "saturation_frames": args.saturation_frames,
@@ -486,6 +507,36 @@ def _measure(backend: str, model_dir: Path, args, videos: list[list[bytes]]) -> 
             figures.update(_soak(url, server.pid, videos, args))
     finally:
         _stop(server)
+    return figures
+
+
+def _batches(model_dir: Path, args, videos: list[list[bytes]], first: dict) -> dict:
+    """Per ``--max-batch`` value: sustained sessions and their p95, the p95 at the first value's
+    sustained load, decisions/s at saturation; and the two ratios against batch 1."""
+    load = max(1, first["sustained_sessions"])
+    rows = {args.max_batch[0]: {"sustained_sessions": first["sustained_sessions"], "p95_ms": first["latency_p95_ms"],
+                                "load_p95_ms": first["latency_p95_ms"], "decisions_per_s": first["decisions_per_s"],
+                                "lost": first["lost"]}}
+    for batch in args.max_batch[1:]:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = _start_server(model_dir, args, port, _server_sessions(args), "transformers", batch)
+        try:
+            low, held, _ = _sustained(url, videos, args)
+            at_load = held if held["sessions"] == load else _trial(url, videos, load, args.seconds, args.rate)
+            saturation = _saturation(url, server.pid, videos, args.saturation_sessions, args.saturation_frames)
+        finally:
+            _stop(server)
+        rows[batch] = {"sustained_sessions": low, "p95_ms": held["latency_p95_ms"], "load_p95_ms": at_load["latency_p95_ms"],
+                       "decisions_per_s": round(saturation["decided"] / saturation["seconds"], 1),
+                       "lost": held["lost"] + at_load["lost"]}
+    figures = {"batches": {str(batch): row for batch, row in rows.items()}, "batch_load_sessions": load}
+    others = [batch for batch in rows if batch != 1]
+    if 1 in rows and others:
+        best = max(others, key=lambda batch: rows[batch]["decisions_per_s"])
+        figures.update({"best_batch": best,
+                        "batch_speedup": round(rows[best]["decisions_per_s"] / rows[1]["decisions_per_s"], 3),
+                        "batch_p95_ratio": round(rows[best]["load_p95_ms"] / rows[1]["load_p95_ms"], 3)})
     return figures
 
 
@@ -550,6 +601,8 @@ def main(argv=None) -> None:
                        "batched_forward_speedup": round(_batched_forward_speedup(model_dir, args, turn_tokens), 3),
                        "batch": args.batch, "batch_context": args.batch_context}
         figures.update(_measure(backend, model_dir, args, videos))
+        if backend == "transformers":
+            figures.update(_batches(model_dir, args, videos, figures))
         if "engine_only_ms" in figures:
             figures["server_overhead_ratio"] = round((figures["round_trip_ms"] - engine_ms) / engine_ms, 4)
             figures["sustained_over_capacity"] = round(figures["sustained_sessions"] / figures["engine_capacity_sessions"], 3)
