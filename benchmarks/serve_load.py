@@ -203,6 +203,69 @@ def _batched_forward_speedup(model_dir: Path, args, new_tokens: int) -> float:
     return one * args.batch / together
 
 
+def _packed_forward(model_dir: Path, args, new_tokens: int) -> dict:
+    """The engine's batched pass (``engine.batching.Batcher``) against one pass per session, on
+    ``--batch`` sessions whose caches hold different lengths (``--batch-context`` plus 7 tokens
+    a session), and what a padded batch would copy first: every cache into one padded tensor."""
+    import torch
+
+    from streamo.engine.batching import Batcher
+    from streamo.engine.cache import stream_cache
+    from streamo.engine.loading import load_stream_model
+
+    model, _ = load_stream_model(model_dir, args.device)
+    batcher = Batcher(model, max(2, args.batch))
+    config = model.config.text_config
+    generator = torch.Generator().manual_seed(0)
+    lengths = [args.batch_context + 7 * index for index in range(args.batch)]
+    caches = []
+    with torch.inference_mode():
+        for length in lengths:
+            cache = stream_cache(model.config)
+            context = torch.randn(1, length, config.hidden_size, generator=generator).to(model.device, model.dtype)
+            batcher.language(inputs_embeds=context, past_key_values=cache, use_cache=True)
+            caches.append(cache)
+    steps = [torch.randint(0, config.vocab_size, (new_tokens,), generator=generator).tolist() for _ in lengths]
+    positions = [torch.arange(length, length + new_tokens).expand(3, -1) for length in lengths]
+
+    def rewind() -> None:
+        for cache, length in zip(caches, lengths):
+            cache.crop(length - cache.get_seq_length())
+
+    chunks = [(cache, ids, [], place) for cache, ids, place in zip(caches, steps, positions)]
+
+    def one_by_one() -> None:
+        for chunk in chunks:
+            batcher.forward_together([chunk])
+
+    def packed() -> None:
+        batcher.forward_together(chunks)
+
+    def padded_copy() -> None:  # left-padded keys and values of every layer, as one batch tensor each
+        for layer in range(config.num_hidden_layers):
+            for part in ("keys", "values"):
+                tensors = [getattr(cache.layers[layer], part) for cache in caches]
+                padded = tensors[0].new_zeros((len(tensors), tensors[0].shape[1], max(lengths), tensors[0].shape[-1]))
+                for row, tensor in enumerate(tensors):
+                    padded[row, :, -tensor.shape[-2]:] = tensor[0]
+
+    def best(run, repeats: int = 5) -> float:
+        times = []
+        with torch.inference_mode():
+            for _ in range(repeats + 1):
+                started = time.perf_counter()
+                run()
+                if model.device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - started)
+                rewind()
+        return min(times[1:])
+
+    alone, together, copy = best(one_by_one), best(packed), best(padded_copy)
+    return {"packed_forward_speedup": round(alone / together, 3), "packed_pass_ms": round(together * 1000, 2),
+            "padded_copy_ms": round(copy * 1000, 2), "padded_copy_over_packed_pass": round(copy / together, 3)}
+
+
 def _tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its children (vLLM's engine core, its workers)."""
     import psutil
@@ -293,6 +356,8 @@ def _trial(url: str, videos: list[list[bytes]], sessions: int, seconds: float, r
         "sessions": sessions, "frames_sent": stats["sent"], "events_received": stats["events"],
         "frames_dropped": stats["dropped"], "lost": stats["sent"] - stats["events"] - stats["dropped"],
         "latency_p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+        "latency_mean_ms": round(statistics.mean(latencies), 1) if latencies else None,
+        "latency_p90_ms": round(_percentile(latencies, 0.90), 1) if latencies else None,
         "latency_p95_ms": round(p95, 1), "latency_max_ms": round(latencies[-1], 1) if latencies else None,
         "caches": stats["caches"],
     }
@@ -346,9 +411,13 @@ def _round_trips_ms(url: str, pictures: list[bytes], frames: int) -> list[float]
 
 def _p95(values: list[float]) -> float:
     """The p95 every Streamo report prints (``streamo.metrics.percentile``)."""
+    return _percentile(values, 0.95)
+
+
+def _percentile(values: list[float], share: float) -> float:
     from streamo.metrics import percentile
 
-    return percentile(values, 0.95)
+    return percentile(values, share)
 
 
 def _metric(url: str, name: str) -> float:
@@ -514,9 +583,8 @@ def _batches(model_dir: Path, args, videos: list[list[bytes]], first: dict) -> d
     """Per ``--max-batch`` value: sustained sessions and their p95, the p95 at the first value's
     sustained load, decisions/s at saturation; and the two ratios against batch 1."""
     load = max(1, first["sustained_sessions"])
-    rows = {args.max_batch[0]: {"sustained_sessions": first["sustained_sessions"], "p95_ms": first["latency_p95_ms"],
-                                "load_p95_ms": first["latency_p95_ms"], "decisions_per_s": first["decisions_per_s"],
-                                "lost": first["lost"]}}
+    rows = {args.max_batch[0]: {**_latencies(first), "load_p95_ms": first["latency_p95_ms"],
+                                "decisions_per_s": first["decisions_per_s"], "lost": first["lost"]}}
     for batch in args.max_batch[1:]:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -527,7 +595,7 @@ def _batches(model_dir: Path, args, videos: list[list[bytes]], first: dict) -> d
             saturation = _saturation(url, server.pid, videos, args.saturation_sessions, args.saturation_frames)
         finally:
             _stop(server)
-        rows[batch] = {"sustained_sessions": low, "p95_ms": held["latency_p95_ms"], "load_p95_ms": at_load["latency_p95_ms"],
+        rows[batch] = {**_latencies({**held, "sustained_sessions": low}), "load_p95_ms": at_load["latency_p95_ms"],
                        "decisions_per_s": round(saturation["decided"] / saturation["seconds"], 1),
                        "lost": held["lost"] + at_load["lost"]}
     figures = {"batches": {str(batch): row for batch, row in rows.items()}, "batch_load_sessions": load}
@@ -538,6 +606,12 @@ def _batches(model_dir: Path, args, videos: list[list[bytes]], first: dict) -> d
                         "batch_speedup": round(rows[best]["decisions_per_s"] / rows[1]["decisions_per_s"], 3),
                         "batch_p95_ratio": round(rows[best]["load_p95_ms"] / rows[1]["load_p95_ms"], 3)})
     return figures
+
+
+def _latencies(held: dict) -> dict:
+    """Sessions sustained and their decision latency (the columns of NVIDIA VSS's stream table)."""
+    return {"sustained_sessions": held["sustained_sessions"], "mean_ms": held["latency_mean_ms"],
+            "p90_ms": held["latency_p90_ms"], "p95_ms": held["latency_p95_ms"]}
 
 
 def _soak(url: str, pid: int, videos: list[list[bytes]], args) -> dict:
@@ -599,6 +673,7 @@ def main(argv=None) -> None:
             figures = {"engine_only_ms": round(engine_ms, 2),
                        "engine_capacity_sessions": round(1000 / engine_ms * (1 / args.rate), 2),
                        "batched_forward_speedup": round(_batched_forward_speedup(model_dir, args, turn_tokens), 3),
+                       **_packed_forward(model_dir, args, turn_tokens),
                        "batch": args.batch, "batch_context": args.batch_context}
         figures.update(_measure(backend, model_dir, args, videos))
         if backend == "transformers":

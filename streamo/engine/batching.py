@@ -145,6 +145,14 @@ class Batcher:
         the last position's hidden state, or its vocabulary logits."""
         return self._run(_Chunk(cache, ids, frames, positions, logits))
 
+    def forward_together(self, chunks: Sequence[tuple]) -> list[torch.Tensor]:
+        """One pass over ``chunks`` ((cache, ids, frames, positions) each) in this thread, now: the
+        pass ``forward`` calls share, as ``benchmarks/serve_load.py`` times it."""
+        calls = [_Chunk(*chunk) for chunk in chunks]
+        with torch.inference_mode(), attention_kernels(self.model.device):
+            self._chunks(calls)
+        return [call.result for call in calls]
+
     # ------------------------------------------------------------------ internals
 
     def _run(self, call):
@@ -159,6 +167,11 @@ class Batcher:
                     self._cond.release()
                     try:
                         self._execute(batch)
+                    except BaseException as error:  # never leave a call waiting for ever
+                        for undone in batch:
+                            if not undone.done:
+                                undone.error, undone.done = error, True
+                        raise
                     finally:
                         self._cond.acquire()
                         self._busy = False
