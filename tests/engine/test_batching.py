@@ -23,11 +23,13 @@ FRAMES = 10
 
 
 def _plan(index: int) -> dict:
-    """Session ``index``'s stream: its own frames, a different history length (it starts
-    later and runs longer), a window that evicts at its own seconds on every other session, a
-    token budget on one, and questions asked in the middle."""
+    """Session ``index``'s stream: its own frames (square ones, fewer visual tokens, on every
+    third), a different length, a window that evicts at its own seconds on every other session,
+    a token budget on one, and questions asked in the middle."""
+    size = (56, 56) if index % 3 == 1 else None
+    pictures = [frame(turn + 31 * index) for turn in range(FRAMES - index % 3)]
     return {
-        "frames": [frame(turn + 31 * index) for turn in range(FRAMES - index % 3)],
+        "frames": [picture.resize(size) for picture in pictures] if size else pictures,
         "window": 4.0 if index % 2 else None,
         "max_context_tokens": 230 if index % 4 == 2 else None,
         "questions": {0: QUESTION, 3 + index % 4: "Is it still there?", 5: "What colour is it?"},
