@@ -115,3 +115,11 @@ def test_frames_beyond_the_batch_keep_their_round_robin_turns(stream_model):
         counts[name] += 1
         assert max(counts.values()) - min(counts.values()) <= 2, order
     assert engine.batcher.calls / engine.batcher.passes > 1.3
+
+
+def test_max_batch_on_vllm_is_refused_in_one_line_before_anything_loads(tmp_path, capsys):
+    from streamo.cli import main
+
+    assert main(["serve", "--model", str(tmp_path), "--backend", "vllm", "--max-batch", "4"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0 and "--max-batch" in message and "vllm" in message
