@@ -28,7 +28,11 @@ per backend:
 * ``batched_forward_speedup``: whether batching sessions would pay here: ``--batch`` sessions'
   next turns (one frame's tokens each, on a KV cache of ``--batch-context`` tokens) read in one
   forward pass of batch ``--batch`` against as many forward passes of batch 1 (equal lengths, no
-  padding: an upper bound on the gain);
+  padding: an upper bound on the gain); ``packed_forward_speedup``: the engine's own batched pass
+  (``engine.batching.Batcher``) over ``--batch`` sessions' turns on caches of different lengths
+  against one pass each, and ``padded_copy_ms``: what a padded batch would copy first (every
+  session's keys and values into one left-padded tensor a layer), over that pass's time in
+  ``padded_copy_over_packed_pass``;
 * saturation: ``--saturation-sessions`` sessions each send ``--saturation-frames`` frames as
   fast as the server takes them (``max_queue`` in flight, nothing dropped):
   ``decisions_per_s`` is events over wall time; with the default 130 frames every session's
@@ -169,13 +173,10 @@ def _engine_only_ms(model_dir: Path, args, videos: list[list[bytes]]) -> float:
     return statistics.mean(times[2:])  # the first frames warm up kernels
 
 
-def _batched_forward_speedup(model_dir: Path, args, new_tokens: int) -> float:
+def _batched_forward_speedup(model, args, new_tokens: int) -> float:
     import torch
     from transformers import DynamicCache
 
-    from streamo.engine.loading import load_stream_model
-
-    model, _ = load_stream_model(model_dir, args.device)
     language = model.model.language_model
     hidden = model.config.text_config.hidden_size
     generator = torch.Generator().manual_seed(0)
@@ -203,7 +204,7 @@ def _batched_forward_speedup(model_dir: Path, args, new_tokens: int) -> float:
     return one * args.batch / together
 
 
-def _packed_forward(model_dir: Path, args, new_tokens: int) -> dict:
+def _packed_forward(model, args, new_tokens: int) -> dict:
     """The engine's batched pass (``engine.batching.Batcher``) against one pass per session, on
     ``--batch`` sessions whose caches hold different lengths (``--batch-context`` plus 7 tokens
     a session), and what a padded batch would copy first: every cache into one padded tensor."""
@@ -211,9 +212,7 @@ def _packed_forward(model_dir: Path, args, new_tokens: int) -> dict:
 
     from streamo.engine.batching import Batcher
     from streamo.engine.cache import stream_cache
-    from streamo.engine.loading import load_stream_model
 
-    model, _ = load_stream_model(model_dir, args.device)
     batcher = Batcher(model, max(2, args.batch))
     config = model.config.text_config
     generator = torch.Generator().manual_seed(0)
@@ -667,14 +666,18 @@ def main(argv=None) -> None:
         if backend == "transformers":
             from PIL import Image
 
+            from streamo.engine.loading import load_stream_model
+
             engine_ms = _engine_only_ms(model_dir, args, videos)
             width, height = Image.open(io.BytesIO(videos[0][0])).size
             turn_tokens = width * height // (28 * 28) + 12  # visual tokens, time tag and chat markers
+            model, _ = load_stream_model(model_dir, args.device)
             figures = {"engine_only_ms": round(engine_ms, 2),
                        "engine_capacity_sessions": round(1000 / engine_ms * (1 / args.rate), 2),
-                       "batched_forward_speedup": round(_batched_forward_speedup(model_dir, args, turn_tokens), 3),
-                       **_packed_forward(model_dir, args, turn_tokens),
+                       "batched_forward_speedup": round(_batched_forward_speedup(model, args, turn_tokens), 3),
+                       **_packed_forward(model, args, turn_tokens),
                        "batch": args.batch, "batch_context": args.batch_context}
+            del model  # the servers below hold their own
         figures.update(_measure(backend, model_dir, args, videos))
         if backend == "transformers":
             figures.update(_batches(model_dir, args, videos, figures))
