@@ -104,7 +104,7 @@ class Batcher:
     A pass starts as soon as every session inside a ``step`` is waiting on a call (or
     ``max_batch`` are): the first call alone runs at once, and calls that arrive while a pass runs
     go together in the next. Calls run in arrival order, so a call waits behind at most one
-    pass. The thread whose call completes a batch runs it (no extra thread)."""
+    pass. One of the waiting threads runs each pass (no extra thread)."""
 
     def __init__(self, model, max_batch: int) -> None:
         if max_batch < 2:
@@ -112,8 +112,11 @@ class Batcher:
         self.model = model
         self.max_batch = max_batch
         self.language = model.model.language_model
+        if self.language.config._attn_implementation not in ("sdpa", PACKED_ATTENTION):
+            raise ValueError("batched decisions need the model loaded with sdpa attention (load_stream_model's), "
+                             f"not {self.language.config._attn_implementation}")
         self.language.config._attn_implementation = PACKED_ATTENTION
-        self._image_token_id = None
+        self._image_token_id = model.config.image_token_id
         self._cond = threading.Condition()
         self._waiting: list[_Vision | _Chunk] = []
         self._active = 0
@@ -224,8 +227,6 @@ class Batcher:
             embeds = self.language.get_input_embeddings()(input_ids)
             frames = [frame for call in calls for frame in call.frames]
             if frames:
-                if self._image_token_id is None:
-                    self._image_token_id = self.model.config.image_token_id
                 mask = (input_ids == self._image_token_id).unsqueeze(-1).expand_as(embeds)
                 embeds = embeds.masked_scatter(mask, torch.cat(frames).to(embeds.dtype))
             pack = _Pack([call.cache for call in calls], bounds)
