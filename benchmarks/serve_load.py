@@ -15,13 +15,24 @@ per backend:
 * ``sustained_sessions``: the most sessions that, each sending one frame a second of its own
   video for ``--seconds`` (``--rate`` frames a second compresses time), all get every frame
   decided (nothing dropped) with a 95th-percentile decision latency (frame sent to event
-  received) under one second; trials go up from 1 session, doubling, then bisect;
+  received) under ``--p95-limit-ms`` (default one second); trials go up from 1 session, doubling, then bisect;
 * the trial at that count: ``frames_sent``, ``events_received``, ``frames_dropped`` and
   ``lost`` (neither decided nor reported dropped: must be 0), latency p50/p95/max;
+* batched decisions (``--max-batch``, the transformers backend): the figures above are taken at
+  the first ``--max-batch`` (default 1, one frame at a time); for each further one (default 4
+  and 16) a server of its own gives ``sustained_sessions`` and its p95, ``load_p95_ms`` (the p95
+  with as many sessions as the first sustained: the same offered load) and ``decisions_per_s``
+  at saturation, in ``batches``. ``batch_speedup`` is decisions/s at the best batch over batch
+  1's (``--saturation-sessions``, default 32: the issue asks for 8 or more), and
+  ``batch_p95_ratio`` that batch's ``load_p95_ms`` over batch 1's;
 * ``batched_forward_speedup``: whether batching sessions would pay here: ``--batch`` sessions'
   next turns (one frame's tokens each, on a KV cache of ``--batch-context`` tokens) read in one
   forward pass of batch ``--batch`` against as many forward passes of batch 1 (equal lengths, no
-  padding: an upper bound on the gain);
+  padding: an upper bound on the gain); ``packed_forward_speedup``: the engine's own batched pass
+  (``engine.batching.Batcher``) over ``--batch`` sessions' turns on caches of different lengths
+  against one pass each, and ``padded_copy_ms``: what a padded batch would copy first (every
+  session's keys and values into one left-padded tensor a layer), over that pass's time in
+  ``padded_copy_over_packed_pass``;
 * saturation: ``--saturation-sessions`` sessions each send ``--saturation-frames`` frames as
   fast as the server takes them (``max_queue`` in flight, nothing dropped):
   ``decisions_per_s`` is events over wall time; with the default 130 frames every session's
@@ -103,6 +114,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="frames each of them sends (default: 130, past a full 120-s window)")
     parser.add_argument("--flood-sessions", type=int, default=2,
                         help="flooding clients beside the quiet session; 0 skips it (default: 2)")
+    parser.add_argument("--max-batch", type=int, nargs="+", default=[1, 4, 16], metavar="N",
+                        help="serve --max-batch values, one server each, the first with every figure (default: 1 4 16)")
+    parser.add_argument("--p95-limit-ms", type=float, default=1000.0,
+                        help="p95 decision latency a sustained trial stays under (default: 1000)")
     parser.add_argument("--batch", type=int, default=8, help="sessions batched in batched_forward_speedup (default: 8)")
     parser.add_argument("--batch-context", type=int, default=600,
                         help="cached tokens per session in that comparison (default: 600)")
@@ -158,13 +173,10 @@ def _engine_only_ms(model_dir: Path, args, videos: list[list[bytes]]) -> float:
     return statistics.mean(times[2:])  # the first frames warm up kernels
 
 
-def _batched_forward_speedup(model_dir: Path, args, new_tokens: int) -> float:
+def _batched_forward_speedup(model, args, new_tokens: int) -> float:
     import torch
     from transformers import DynamicCache
 
-    from streamo.engine.loading import load_stream_model
-
-    model, _ = load_stream_model(model_dir, args.device)
     language = model.model.language_model
     hidden = model.config.text_config.hidden_size
     generator = torch.Generator().manual_seed(0)
@@ -192,6 +204,67 @@ def _batched_forward_speedup(model_dir: Path, args, new_tokens: int) -> float:
     return one * args.batch / together
 
 
+def _packed_forward(model, args, new_tokens: int) -> dict:
+    """The engine's batched pass (``engine.batching.Batcher``) against one pass per session, on
+    ``--batch`` sessions whose caches hold different lengths (``--batch-context`` plus 7 tokens
+    a session), and what a padded batch would copy first: every cache into one padded tensor."""
+    import torch
+
+    from streamo.engine.batching import Batcher
+    from streamo.engine.cache import stream_cache
+
+    batcher = Batcher(model, max(2, args.batch))
+    config = model.config.text_config
+    generator = torch.Generator().manual_seed(0)
+    lengths = [args.batch_context + 7 * index for index in range(args.batch)]
+    caches = []
+    with torch.inference_mode():
+        for length in lengths:
+            cache = stream_cache(model.config)
+            context = torch.randn(1, length, config.hidden_size, generator=generator).to(model.device, model.dtype)
+            batcher.language(inputs_embeds=context, past_key_values=cache, use_cache=True)
+            caches.append(cache)
+    steps = [torch.randint(0, config.vocab_size, (new_tokens,), generator=generator).tolist() for _ in lengths]
+    positions = [torch.arange(length, length + new_tokens).expand(3, -1) for length in lengths]
+
+    def rewind() -> None:
+        for cache, length in zip(caches, lengths):
+            cache.crop(length - cache.get_seq_length())
+
+    chunks = [(cache, ids, [], place) for cache, ids, place in zip(caches, steps, positions)]
+
+    def one_by_one() -> None:
+        for chunk in chunks:
+            batcher.forward_together([chunk])
+
+    def packed() -> None:
+        batcher.forward_together(chunks)
+
+    def padded_copy() -> None:  # left-padded keys and values of every layer, as one batch tensor each
+        for layer in range(config.num_hidden_layers):
+            for part in ("keys", "values"):
+                tensors = [getattr(cache.layers[layer], part) for cache in caches]
+                padded = tensors[0].new_zeros((len(tensors), tensors[0].shape[1], max(lengths), tensors[0].shape[-1]))
+                for row, tensor in enumerate(tensors):
+                    padded[row, :, -tensor.shape[-2]:] = tensor[0]
+
+    def best(run, repeats: int = 5) -> float:
+        times = []
+        with torch.inference_mode():
+            for _ in range(repeats + 1):
+                started = time.perf_counter()
+                run()
+                if model.device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - started)
+                rewind()
+        return min(times[1:])
+
+    alone, together, copy = best(one_by_one), best(packed), best(padded_copy)
+    return {"packed_forward_speedup": round(alone / together, 3), "packed_pass_ms": round(together * 1000, 2),
+            "padded_copy_ms": round(copy * 1000, 2), "padded_copy_over_packed_pass": round(copy / together, 3)}
+
+
 def _tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its children (vLLM's engine core, its workers)."""
     import psutil
@@ -206,12 +279,12 @@ def _tree_rss_mb(pid: int) -> float:
     return total / 2**20
 
 
-def _start_server(model_dir: Path, args, port: int, max_sessions: int, backend: str) -> subprocess.Popen:
+def _start_server(model_dir: Path, args, port: int, max_sessions: int, backend: str, max_batch: int = 1) -> subprocess.Popen:
     command = [sys.executable, "-m", "streamo.cli", "serve", "--model", str(model_dir), "--port", str(port),
                "--max-pixels", str(args.max_pixels), "--max-sessions", str(max_sessions), "--idle-timeout", "120",
                "--backend", backend]
     if backend == "transformers":
-        command += ["--device", args.device]
+        command += ["--device", args.device, "--max-batch", str(max_batch)]
     else:
         command += ["--max-model-len", str(args.max_model_len)]
         if args.device == "cpu":
@@ -282,13 +355,38 @@ def _trial(url: str, videos: list[list[bytes]], sessions: int, seconds: float, r
         "sessions": sessions, "frames_sent": stats["sent"], "events_received": stats["events"],
         "frames_dropped": stats["dropped"], "lost": stats["sent"] - stats["events"] - stats["dropped"],
         "latency_p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+        "latency_mean_ms": round(statistics.mean(latencies), 1) if latencies else None,
+        "latency_p90_ms": round(_percentile(latencies, 0.90), 1) if latencies else None,
         "latency_p95_ms": round(p95, 1), "latency_max_ms": round(latencies[-1], 1) if latencies else None,
         "caches": stats["caches"],
     }
 
 
-def _held(trial: dict) -> bool:
-    return trial["frames_dropped"] == 0 and trial["lost"] == 0 and trial["latency_p95_ms"] < 1000
+def _held(trial: dict, p95_limit_ms: float) -> bool:
+    return trial["frames_dropped"] == 0 and trial["lost"] == 0 and trial["latency_p95_ms"] < p95_limit_ms
+
+
+def _sustained(url: str, videos: list[list[bytes]], args) -> tuple[int, dict, list[dict]]:
+    """The most sessions held, the trial at that count and every trial: doubling from 1 while
+    held, then bisecting between the last held and the first failed count."""
+    trials, best, low, high = [], None, 0, None
+    sessions = 1
+    while True:
+        trial = _trial(url, videos, sessions, args.seconds, args.rate)
+        trials.append(trial)
+        if _held(trial, args.p95_limit_ms):
+            low, best = sessions, trial
+        else:
+            high = sessions
+        if high is None:
+            if sessions >= args.max_sessions:
+                break
+            sessions = min(sessions * 2, args.max_sessions)
+        elif high - low <= 1:
+            break
+        else:
+            sessions = (low + high) // 2
+    return low, best or trials[-1], trials
 
 
 def _round_trips_ms(url: str, pictures: list[bytes], frames: int) -> list[float]:
@@ -312,9 +410,13 @@ def _round_trips_ms(url: str, pictures: list[bytes], frames: int) -> list[float]
 
 def _p95(values: list[float]) -> float:
     """The p95 every Streamo report prints (``streamo.metrics.percentile``)."""
+    return _percentile(values, 0.95)
+
+
+def _percentile(values: list[float], share: float) -> float:
     from streamo.metrics import percentile
 
-    return percentile(values, 0.95)
+    return percentile(values, share)
 
 
 def _metric(url: str, name: str) -> float:
@@ -440,13 +542,16 @@ def _cache_figures(caches: list[list[tuple[int, int]]]) -> dict:
     }
 
 
+def _server_sessions(args) -> int:
+    return max(args.max_sessions, args.soak_sessions, args.saturation_sessions)
+
+
 def _measure(backend: str, model_dir: Path, args, videos: list[list[bytes]]) -> dict:
-    """Every figure of one backend, with its own ``streamo serve``."""
+    """Every figure of one backend, with its own ``streamo serve`` (at the first ``--max-batch``)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     started = time.monotonic()
-    server = _start_server(model_dir, args, port, max(args.max_sessions, args.soak_sessions, args.saturation_sessions),
-                           backend)
+    server = _start_server(model_dir, args, port, _server_sessions(args), backend, args.max_batch[0])
     figures: dict = {"start_s": round(time.monotonic() - started, 1)}
     try:
         rss_idle = _tree_rss_mb(server.pid)
@@ -454,26 +559,10 @@ def _measure(backend: str, model_dir: Path, args, videos: list[list[bytes]]) -> 
         figures["round_trip_ms"] = round(statistics.mean(_round_trips_ms(url, pictures, args.engine_frames)), 2)
         if args.flood_sessions:
             figures.update(_flood(url, pictures, args.engine_frames, args.flood_sessions))
-        trials, best, low, high = [], None, 0, None
-        sessions = 1
-        while True:  # double while held, then bisect between the last held and the first failed count
-            trial = _trial(url, videos, sessions, args.seconds, args.rate)
-            trials.append(trial)
-            if _held(trial):
-                low, best = sessions, trial
-            else:
-                high = sessions
-            if high is None:
-                if sessions >= args.max_sessions:
-                    break
-                sessions = min(sessions * 2, args.max_sessions)
-            elif high - low <= 1:
-                break
-            else:
-                sessions = (low + high) // 2
-        held = best or trials[-1]
+        low, held, trials = _sustained(url, videos, args)
         figures.update({"sustained_sessions": low, **{k: v for k, v in held.items() if k != "caches"}})
-        figures["trials"] = [(t["sessions"], _held(t), t["latency_p95_ms"], t["frames_dropped"]) for t in trials]
+        figures["trials"] = [(t["sessions"], _held(t, args.p95_limit_ms), t["latency_p95_ms"], t["frames_dropped"])
+                             for t in trials]
         saturation = _saturation(url, server.pid, videos, args.saturation_sessions, args.saturation_frames)
         figures.update({
             "saturation_sessions": args.saturation_sessions, "saturation_frames": args.saturation_frames,
@@ -487,6 +576,41 @@ def _measure(backend: str, model_dir: Path, args, videos: list[list[bytes]]) -> 
     finally:
         _stop(server)
     return figures
+
+
+def _batches(model_dir: Path, args, videos: list[list[bytes]], first: dict) -> dict:
+    """Per ``--max-batch`` value: sustained sessions and their p95, the p95 at the first value's
+    sustained load, decisions/s at saturation; and the two ratios against batch 1."""
+    load = max(1, first["sustained_sessions"])
+    rows = {args.max_batch[0]: {**_latencies(first), "load_p95_ms": first["latency_p95_ms"],
+                                "decisions_per_s": first["decisions_per_s"], "lost": first["lost"]}}
+    for batch in args.max_batch[1:]:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        server = _start_server(model_dir, args, port, _server_sessions(args), "transformers", batch)
+        try:
+            low, held, _ = _sustained(url, videos, args)
+            at_load = held if held["sessions"] == load else _trial(url, videos, load, args.seconds, args.rate)
+            saturation = _saturation(url, server.pid, videos, args.saturation_sessions, args.saturation_frames)
+        finally:
+            _stop(server)
+        rows[batch] = {**_latencies({**held, "sustained_sessions": low}), "load_p95_ms": at_load["latency_p95_ms"],
+                       "decisions_per_s": round(saturation["decided"] / saturation["seconds"], 1),
+                       "lost": held["lost"] + at_load["lost"]}
+    figures = {"batches": {str(batch): row for batch, row in rows.items()}, "batch_load_sessions": load}
+    others = [batch for batch in rows if batch != 1]
+    if 1 in rows and others:
+        best = max(others, key=lambda batch: rows[batch]["decisions_per_s"])
+        figures.update({"best_batch": best,
+                        "batch_speedup": round(rows[best]["decisions_per_s"] / rows[1]["decisions_per_s"], 3),
+                        "batch_p95_ratio": round(rows[best]["load_p95_ms"] / rows[1]["load_p95_ms"], 3)})
+    return figures
+
+
+def _latencies(held: dict) -> dict:
+    """Sessions sustained and their decision latency (the columns of NVIDIA VSS's stream table)."""
+    return {"sustained_sessions": held["sustained_sessions"], "mean_ms": held["latency_mean_ms"],
+            "p90_ms": held["latency_p90_ms"], "p95_ms": held["latency_p95_ms"]}
 
 
 def _soak(url: str, pid: int, videos: list[list[bytes]], args) -> dict:
@@ -542,14 +666,21 @@ def main(argv=None) -> None:
         if backend == "transformers":
             from PIL import Image
 
+            from streamo.engine.loading import load_stream_model
+
             engine_ms = _engine_only_ms(model_dir, args, videos)
             width, height = Image.open(io.BytesIO(videos[0][0])).size
             turn_tokens = width * height // (28 * 28) + 12  # visual tokens, time tag and chat markers
+            model, _ = load_stream_model(model_dir, args.device)
             figures = {"engine_only_ms": round(engine_ms, 2),
                        "engine_capacity_sessions": round(1000 / engine_ms * (1 / args.rate), 2),
-                       "batched_forward_speedup": round(_batched_forward_speedup(model_dir, args, turn_tokens), 3),
+                       "batched_forward_speedup": round(_batched_forward_speedup(model, args, turn_tokens), 3),
+                       **_packed_forward(model, args, turn_tokens),
                        "batch": args.batch, "batch_context": args.batch_context}
+            del model  # the servers below hold their own
         figures.update(_measure(backend, model_dir, args, videos))
+        if backend == "transformers":
+            figures.update(_batches(model_dir, args, videos, figures))
         if "engine_only_ms" in figures:
             figures["server_overhead_ratio"] = round((figures["round_trip_ms"] - engine_ms) / engine_ms, 4)
             figures["sustained_over_capacity"] = round(figures["sustained_sessions"] / figures["engine_capacity_sessions"], 3)

@@ -41,6 +41,8 @@ class EngineSettings:
     """What runs the model: a name of ``backend.BACKENDS`` (``transformers``, the KV-cache engine, or ``vllm``)."""
     vllm: Mapping[str, Any] = field(default_factory=dict)
     """``VllmOptions`` fields for the vllm backend."""
+    max_batch: int = 1
+    """Sessions' frames the transformers backend decides in one forward (1: one at a time); vLLM batches on its own."""
 
 
 @runtime_checkable
@@ -129,6 +131,7 @@ def get_backend(name: str) -> Backend:
     return BACKENDS[name]
 
 
-register_backend(LazyBackend("transformers", "the KV-cache engine, exact, runs anywhere", "streamo.engine.session"))
+register_backend(LazyBackend("transformers", "the KV-cache engine, exact, runs anywhere",
+                             "streamo.engine.transformers_backend"))
 register_backend(LazyBackend("vllm", "batched sessions, paged KV cache, several GPUs; needs the vllm extra",
                              "streamo.engine.vllm_backend"))

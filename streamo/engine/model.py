@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
 from ..protocol import DEFAULT_SYSTEM_PROMPT, State
 from .backend import EngineSettings, Session, get_backend
@@ -78,6 +78,7 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
         fps=args.fps, window=args.window, eviction_block=args.eviction_block,
         response_threshold=args.response_threshold, max_new_tokens=args.max_new_tokens, max_pixels=args.max_pixels,
         max_context_tokens=args.max_context_tokens, system_prompt=args.system_prompt or DEFAULT_SYSTEM_PROMPT, backend=args.backend, vllm=vllm_options(args),
+        max_batch=getattr(args, "max_batch", 1),
     )
 
 

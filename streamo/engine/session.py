@@ -132,19 +132,27 @@ class StreamingSession(ContextSession):
 
     # ----------------------------------------------------------------- internals
 
-    def _encode_frame(self, image: Image.Image) -> tuple[torch.Tensor, tuple[int, int]]:
+    def _frame_inputs(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """The frame's patches and ``image_grid_thw`` for the vision encoder, and its grid in merged patches."""
         image = fit_to_budget(image, self.min_pixels, self.max_pixels)
         inputs = self.processor.image_processor(images=[image], return_tensors="pt", do_resize=False)
-        grid_thw = inputs["image_grid_thw"].to(self.device)
-        pixels = inputs["pixel_values"].to(self.device)
-        embeds = self.model.model.get_image_features(pixels, grid_thw, return_dict=True).pooler_output[0]
         _, grid_h, grid_w = (int(v) for v in inputs["image_grid_thw"][0])
-        return embeds, (grid_h // self.merge_size, grid_w // self.merge_size)
+        return inputs["pixel_values"], inputs["image_grid_thw"], (grid_h // self.merge_size, grid_w // self.merge_size)
+
+    def _encode_frame(self, image: Image.Image) -> tuple[torch.Tensor, tuple[int, int]]:
+        pixels, grid_thw, grid = self._frame_inputs(image)
+        embeds = self.model.model.get_image_features(pixels.to(self.device), grid_thw.to(self.device),
+                                                     return_dict=True).pooler_output[0]
+        return embeds, grid
+
+    def _positions(self, ids: list[int], grids: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, int]:
+        """M-RoPE positions of ``ids`` after the cache, and the next free position."""
+        return chunk_positions(ids, self.tokens.image_token_id, grids, self._next_position)
 
     def _forward(self, ids: list[int], frames: Sequence[torch.Tensor], grids: Sequence[tuple[int, int]]) -> torch.Tensor:
         """Append ``ids`` (with ``frames`` at their image pads) to the cache; return the
         final hidden state at the last new position."""
-        positions, next_position = chunk_positions(ids, self.tokens.image_token_id, grids, self._next_position)
+        positions, next_position = self._positions(ids, grids)
         input_ids = torch.tensor([ids], device=self.device)
         embeds = self.model.model.get_input_embeddings()(input_ids)
         if frames:
@@ -173,16 +181,20 @@ class StreamingSession(ContextSession):
             self._cache.crop(-surplus)
             del self._ids[length:]
 
+    def _logits(self, ids: list[int]) -> torch.Tensor:
+        """Append ``ids``; the vocabulary logits at the last one."""
+        return self.model.lm_head(self._forward(ids, [], []))
+
     def _answer(self) -> str:
-        hidden = self._forward([self.state_ids[State.RESPONSE]], [], [])
+        logits = self._logits([self.state_ids[State.RESPONSE]])
         answer: list[int] = []
         while len(answer) < self.decoder.max_new_tokens:
-            token = self.decoder.pick(self.model.lm_head(hidden))
+            token = self.decoder.pick(logits)
             if token in self.decoder.stop_ids:
                 break
             answer.append(token)
             if len(answer) < self.decoder.max_new_tokens:
-                hidden = self._forward([token], [], [])
+                logits = self._logits([token])
         return self.decoder.text(answer)
 
     def _close_reply(self, turn: ContextTurn, state: State, answer: str) -> None:
@@ -207,32 +219,6 @@ class StreamingSession(ContextSession):
         turns = self.context.turns
         return self._forward(self.context.retained_ids() + current.user_ids,
                              [turn.frame for turn in turns] + [current.frame], [turn.grid for turn in turns] + [current.grid])
-
-
-class TransformersEngine:
-    """A checkpoint loaded with transformers: every session reads the one model, one at a time."""
-
-    def __init__(self, model, processor) -> None:
-        self.model, self.processor = model, processor
-        config = model.config
-        self.position_limit = getattr(getattr(config, "text_config", config), "max_position_embeddings", None)
-
-    def session(self, **options: Any) -> StreamingSession:
-        return StreamingSession(self.model, self.processor, **options)
-
-    def model_threads(self, max_sessions: int) -> int:
-        """One: the sessions share one model and one device stream."""
-        return 1
-
-    def close(self) -> None:
-        """Nothing to stop: the weights go with the last reference."""
-
-
-def load(path, settings, max_pixels: int, device: str | None) -> TransformersEngine:
-    """The ``transformers`` backend (``backend.BACKENDS``): the checkpoint on ``device``."""
-    from .loading import load_stream_model
-
-    return TransformersEngine(*load_stream_model(path, device))
 
 
 def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager:

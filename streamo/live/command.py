@@ -33,6 +33,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", help=f"key clients must send (default: ${API_KEY_ENV}; prefer the variable: "
                         "a flag shows in the process list)")
     parser.add_argument("--max-sessions", type=positive_int, default=8, help="live sessions at once (default: 8)")
+    parser.add_argument("--max-batch", type=positive_int, default=1, metavar="N",
+                        help="sessions' waiting frames the transformers backend decides in one forward, taken "
+                        "round-robin (default: 1, one at a time; vLLM batches on its own)")
     parser.add_argument("--max-connections", type=positive_int, default=64,
                         help="open connections at once, sessions and HTTP requests together; one more is closed "
                         "at once (default: 64)")
@@ -70,6 +73,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if not is_loopback(args.host) and key is None:
         raise StreamInputError(f"refusing to listen on {args.host} without an API key: give --api-key or set {API_KEY_ENV}")
     check_window(args.window, args.fps)
+    if args.max_batch > 1 and args.backend != "transformers":
+        raise StreamInputError(f"--max-batch is the transformers backend's; {args.backend} batches sessions on its own")
     roots = []
     for root in args.sources:
         if not root.is_dir():
