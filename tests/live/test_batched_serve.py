@@ -68,13 +68,25 @@ def _wait_for(condition, seconds: float = 60.0) -> None:
 def test_a_session_closed_while_its_frame_is_in_a_pass_is_forgotten_and_the_pass_goes_on(stream_model):
     engine, scheduler = _scheduler(stream_model, max_batch=3, threads=3)
     delivered: dict[str, list] = {name: [] for name in "abc"}
+    in_pass, go_on = threading.Event(), threading.Event()
+    chunks = engine.batcher._chunks
+
+    def held_frame_pass(calls):
+        """The pass that reads the three frames waits, inside, until "b" has been closed."""
+        if any(call.frames for call in calls):
+            in_pass.set()
+            assert go_on.wait(60)
+        chunks(calls)
+
+    engine.batcher._chunks = held_frame_pass
     try:
         with engine.batcher.step():  # held: passes start only when all three sessions' calls wait
             for name in "abc":
                 scheduler.open(name, delivered[name].append, DecisionRule())
                 scheduler.submit_frame(name, frame(0), 0.0)
-            _wait_for(lambda: engine.batcher.passes >= 2)  # the system prompts, then the three frames' pictures
+            assert in_pass.wait(60)
             scheduler.remove("b")
+            go_on.set()
         _wait_for(lambda: len(delivered["a"]) == len(delivered["c"]) == 1)
         for name in "ac":
             scheduler.submit_frame(name, frame(1), 1.0)
@@ -82,6 +94,7 @@ def test_a_session_closed_while_its_frame_is_in_a_pass_is_forgotten_and_the_pass
         assert all(isinstance(result, Decided) for name in "ac" for result in delivered[name])
         assert delivered["b"] == [] and scheduler.open_sessions == 2
     finally:
+        go_on.set()
         scheduler.stop()
 
 
